@@ -1,0 +1,275 @@
+"""The append-only, hash-chained audit log.
+
+Every domain calls `record_audit(...)` in its own transaction: the row is inserted unchained, so audit never
+serialises requests. One background sealer (holding an advisory lock) appends seal rows — chain position, audit id,
+previous hash, keyed hash of the audit row — to the insert-only `audit_seal` table in the order it sees commits.
+`verify_chain` recomputes the chain: an edited, deleted or reordered audit row, or a deleted seal, breaks it.
+
+The app role has INSERT and SELECT only on both tables, and triggers refuse UPDATE, DELETE and TRUNCATE for
+everyone else too (see the initial migration).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from sqlalchemy import BigInteger, ForeignKey, String, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kernel.clock import Clock
+from kernel.db import Base
+from kernel.settings import Settings
+
+log = logging.getLogger("vnh.audit")
+
+request_id_var: ContextVar[str | None] = ContextVar("vnh_request_id", default=None)
+
+Outcome = Literal["success", "denied", "failed"]
+SEALER_LOCK_ID = 0x766E68_0001  # pg advisory lock key: "vnh" + 1
+GENESIS = "0" * 64
+# A transaction that inserted audit rows may commit after later rows were sealed; the sealer looks this far back
+# for such late commits. `verify` reports any row still unsealed, so nothing is silently skipped.
+LATE_COMMIT_WINDOW = 100_000
+
+
+class Actor(Protocol):
+    @property
+    def actor_id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class SystemActor:
+    """The service itself (relay, sealer, device ingest, CLI)."""
+
+    name: str = "system"
+
+    @property
+    def actor_id(self) -> str:
+        return f"system:{self.name}"
+
+    @property
+    def role(self) -> str:
+        return "system"
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor_id: Mapped[str] = mapped_column(String(100))
+    actor_role: Mapped[str] = mapped_column(String(30))
+    action: Mapped[str] = mapped_column(String(100))
+    entity: Mapped[str] = mapped_column(String(60))
+    entity_id: Mapped[str | None] = mapped_column(String(100))
+    summary: Mapped[dict[str, Any]]
+    outcome: Mapped[str] = mapped_column(String(10))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class AuditSeal(Base):
+    __tablename__ = "audit_seal"
+
+    chain_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit_log.id"), unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+async def record_audit(
+    session: AsyncSession,
+    clock: Clock,
+    actor: Actor,
+    action: str,
+    entity: str,
+    entity_id: str | uuid.UUID | None,
+    summary: Mapping[str, Any] | None = None,
+    outcome: Outcome = "success",
+) -> None:
+    """Add an audit row to the caller's transaction. `summary` holds ids, codes and masked values only."""
+    session.add(
+        AuditEntry(
+            at=clock.now(),
+            actor_id=actor.actor_id,
+            actor_role=actor.role,
+            action=action,
+            entity=entity,
+            entity_id=str(entity_id) if entity_id is not None else None,
+            summary=dict(summary or {}),
+            outcome=outcome,
+            request_id=request_id_var.get(),
+        )
+    )
+
+
+class ChainHasher:
+    def __init__(self, key: bytes, algorithm: Literal["sha256", "sm3"]) -> None:
+        self._key = key
+        self._algorithm = algorithm
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChainHasher:
+        if settings.audit.key is None:
+            raise RuntimeError("VNH_AUDIT__KEY is not configured")
+        return cls(base64.b64decode(settings.audit.key.get_secret_value()), settings.audit.hmac)
+
+    def link(self, prev_hash: str, entry: AuditEntry) -> str:
+        body = json.dumps(
+            [
+                entry.id,
+                entry.at.isoformat(),
+                entry.actor_id,
+                entry.actor_role,
+                entry.action,
+                entry.entity,
+                entry.entity_id,
+                entry.summary,
+                entry.outcome,
+                entry.request_id,
+            ],
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+        message = prev_hash.encode() + b"\x00" + body
+        if self._algorithm == "sha256":
+            return hmac.new(self._key, message, "sha256").hexdigest()
+        mac = crypto_hmac.HMAC(self._key, hashes.SM3())
+        mac.update(message)
+        return mac.finalize().hex()
+
+
+async def seal_pending(session: AsyncSession, hasher: ChainHasher, *, batch: int = 5000) -> int:
+    """Seal committed, unsealed audit rows in id order. Only one sealer works at a time (advisory xact lock)."""
+    got_lock = await session.scalar(select(func.pg_try_advisory_xact_lock(SEALER_LOCK_ID)))
+    if not got_lock:
+        return 0
+    last = (
+        await session.execute(
+            select(AuditSeal.chain_seq, AuditSeal.hash, AuditSeal.audit_id)
+            .order_by(AuditSeal.chain_seq.desc())
+            .limit(1)
+        )
+    ).first()
+    seq, prev_hash, last_audit_id = (last[0], last[1], last[2]) if last else (0, GENESIS, 0)
+    floor = max(0, last_audit_id - LATE_COMMIT_WINDOW)
+    pending = (
+        await session.scalars(
+            select(AuditEntry)
+            .where(
+                AuditEntry.id > floor,
+                ~select(AuditSeal.audit_id).where(AuditSeal.audit_id == AuditEntry.id).exists(),
+            )
+            .order_by(AuditEntry.id)
+            .limit(batch)
+        )
+    ).all()
+    for entry in pending:
+        seq += 1
+        digest = hasher.link(prev_hash, entry)
+        session.add(AuditSeal(chain_seq=seq, audit_id=entry.id, prev_hash=prev_hash, hash=digest))
+        prev_hash = digest
+    await session.flush()
+    return len(pending)
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    intact: bool
+    checked: int
+    unsealed: int
+    first_broken_id: str | None = None
+    reason: str | None = None
+
+
+async def verify_chain(session: AsyncSession, hasher: ChainHasher, *, page: int = 5000) -> ChainVerdict:
+    """Walk the seals in chain order and recompute every link from the audit rows as they are now."""
+    checked = 0
+    prev_hash = GENESIS
+    expected_seq = 1
+    after = 0
+    while True:
+        rows = (
+            await session.execute(
+                select(AuditSeal, AuditEntry)
+                .outerjoin(AuditEntry, AuditEntry.id == AuditSeal.audit_id)
+                .where(AuditSeal.chain_seq > after)
+                .order_by(AuditSeal.chain_seq)
+                .limit(page)
+            )
+        ).all()
+        if not rows:
+            break
+        for seal, entry in rows:
+            broken: str | None = None
+            if seal.chain_seq != expected_seq:
+                broken = f"seal {expected_seq} is missing"
+            elif seal.prev_hash != prev_hash:
+                broken = "previous-hash link does not match"
+            elif entry is None:
+                broken = "audit row was deleted"
+            elif hasher.link(prev_hash, entry) != seal.hash:
+                broken = "audit row content does not match its seal"
+            if broken:
+                return ChainVerdict(False, checked, await _count_unsealed(session), str(seal.audit_id), broken)
+            checked += 1
+            expected_seq += 1
+            prev_hash = seal.hash
+            after = seal.chain_seq
+    return ChainVerdict(True, checked, await _count_unsealed(session))
+
+
+async def _count_unsealed(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(~select(AuditSeal.audit_id).where(AuditSeal.audit_id == AuditEntry.id).exists())
+        )
+        or 0
+    )
+
+
+AUDIT_TABLES = ("audit_log", "audit_seal")
+AUDIT_GUARD_SQL = [
+    text(
+        """
+        CREATE OR REPLACE FUNCTION vnh_audit_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'audit tables are append-only (% on %)', TG_OP, TG_TABLE_NAME
+                USING ERRCODE = 'insufficient_privilege';
+        END $$
+        """
+    ),
+    *[
+        text(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION vnh_audit_is_append_only()"
+        )
+        for table in AUDIT_TABLES
+    ],
+    *[
+        text(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION vnh_audit_is_append_only()"
+        )
+        for table in AUDIT_TABLES
+    ],
+]

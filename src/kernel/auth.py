@@ -1,0 +1,221 @@
+"""Accounts, passwords (argon2), signed tokens (JWT) and login with lock-out.
+
+Scope claims (organisation, region, elders, caregiver) ride in the token, so authorising a request needs no query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, String, Uuid, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kernel.audit import Actor, SystemActor, record_audit
+from kernel.authz import ROLES, Principal, Role
+from kernel.clock import Clock
+from kernel.db import Base, new_id
+from kernel.errors import Conflict, Unauthenticated, Unprocessable
+from kernel.events import UserCreated
+from kernel.outbox import emit
+
+MAX_FAILURES = 5
+LOCKOUT = timedelta(minutes=30)
+JWT_ALGORITHM = "HS256"
+_hasher = PasswordHasher()
+# Verifying against this keeps an unknown username as slow as a wrong password (no user enumeration by timing).
+_DUMMY_HASH = _hasher.hash("vnh-dummy-password-for-timing")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organizations.id"))
+    region_code: Mapped[str | None] = mapped_column(String(12))
+    elder_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid), default=list, server_default="{}")
+    caregiver_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    active: Mapped[bool] = mapped_column(default=True)
+    failed_logins: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("role IN ('admin','dispatcher','org_admin','caregiver','elder','auditor','finance')",
+                        name="role_known"),
+        CheckConstraint("role <> 'org_admin' OR organization_id IS NOT NULL", name="org_admin_has_organization"),
+        CheckConstraint("role NOT IN ('dispatcher','auditor','finance') OR region_code IS NOT NULL",
+                        name="regional_role_has_region"),
+        CheckConstraint("role <> 'caregiver' OR caregiver_id IS NOT NULL", name="caregiver_login_has_caregiver"),
+    )
+
+    def principal(self) -> Principal:
+        return Principal(
+            user_id=str(self.id),
+            username=self.username,
+            role=self.role,  # type: ignore[arg-type]  # CHECK constraint keeps it a Role
+            organization_id=str(self.organization_id) if self.organization_id else None,
+            region_code=self.region_code,
+            elder_ids=frozenset(str(e) for e in self.elder_ids),
+            caregiver_id=str(self.caregiver_id) if self.caregiver_id else None,
+        )
+
+
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
+
+
+def check_password_rules(password: str, username: str) -> None:
+    """At least 10 characters with letters and digits, not containing the username (等保 expectations)."""
+    problems = []
+    if len(password) < 10:
+        problems.append("at least 10 characters")
+    if not re.search(r"[A-Za-z]", password) or not re.search(r"\d", password):
+        problems.append("letters and digits")
+    if username.lower() in password.lower():
+        problems.append("must not contain the username")
+    if problems:
+        raise Unprocessable("password too weak: " + ", ".join(problems), code="weak_password",
+                            details={"rules": problems})
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+async def create_user(
+    session: AsyncSession, clock: Clock, actor: Actor, *, username: str, password: str, role: Role,
+    organization_id: uuid.UUID | None = None, region_code: str | None = None,
+    elder_ids: list[uuid.UUID] | None = None, caregiver_id: uuid.UUID | None = None,
+) -> User:
+    if role not in ROLES:
+        raise Unprocessable(f"unknown role {role!r}", code="unknown_role")
+    if not _USERNAME.match(username):
+        raise Unprocessable("username: 3-64 letters, digits or _ . @ -", code="invalid_username")
+    check_password_rules(password, username)
+    if role == "org_admin" and organization_id is None:
+        raise Unprocessable("an org_admin needs organization_id", code="scope_required")
+    if role in ("dispatcher", "auditor", "finance") and region_code is None:
+        raise Unprocessable(f"a {role} needs region_code", code="scope_required")
+    if role == "elder" and not elder_ids:
+        raise Unprocessable("an elder login needs elder_ids", code="scope_required")
+    existing = await session.scalar(select(User.id).where(User.username == username))
+    if existing is not None:
+        raise Conflict("username is taken", code="username_taken")
+    user = User(
+        id=new_id(), username=username, password_hash=hash_password(password), role=role,
+        organization_id=organization_id, region_code=region_code, elder_ids=list(elder_ids or []),
+        caregiver_id=caregiver_id,
+    )
+    session.add(user)
+    await session.flush()
+    await record_audit(session, clock, actor, "user.create", "user", user.id,
+                       {"username": username, "role": role, "region_code": region_code,
+                        "organization_id": str(organization_id) if organization_id else None})
+    emit(session, clock, "kernel.user.created", str(user.id), UserCreated(user_id=str(user.id), role=role).model_dump())
+    return user
+
+
+class TokenService:
+    def __init__(self, secret: str, ttl: timedelta, clock: Clock) -> None:
+        self._secret = secret
+        self.ttl = ttl
+        self._clock = clock
+
+    def issue(self, principal: Principal) -> str:
+        now = self._clock.now()
+        claims: dict[str, Any] = {
+            "sub": principal.user_id,
+            "usr": principal.username,
+            "role": principal.role,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.ttl).timestamp()),
+            "jti": uuid.uuid4().hex,
+        }
+        if principal.organization_id:
+            claims["org"] = principal.organization_id
+        if principal.region_code:
+            claims["region"] = principal.region_code
+        if principal.elder_ids:
+            claims["elders"] = sorted(principal.elder_ids)
+        if principal.caregiver_id:
+            claims["cg"] = principal.caregiver_id
+        return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
+
+    def decode(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[JWT_ALGORITHM],
+                options={"require": ["sub", "role", "exp", "iat"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("invalid token", code="invalid_token") from exc
+        # expiry against the injected clock, so tests control it and all instances agree with the domain time
+        if claims["exp"] <= self._clock.now().timestamp():
+            raise Unauthenticated("token expired", code="token_expired")
+        if claims["role"] not in ROLES:
+            raise Unauthenticated("invalid token", code="invalid_token")
+        return Principal(
+            user_id=claims["sub"],
+            username=claims.get("usr", ""),
+            role=claims["role"],
+            organization_id=claims.get("org"),
+            region_code=claims.get("region"),
+            elder_ids=frozenset(claims.get("elders", [])),
+            caregiver_id=claims.get("cg"),
+        )
+
+
+class LoginFailed(Unauthenticated):
+    code = "invalid_credentials"
+
+
+async def authenticate(session: AsyncSession, clock: Clock, username: str, password: str) -> User | None:
+    """Check a password with lock-out: 5 failures lock the account for 30 minutes.
+
+    Answers None for unknown users, wrong passwords, locked and inactive accounts alike (no enumeration); the
+    audit log says which it was. It does not raise, because the failure count and the audit row must be committed:
+    the caller commits, then refuses with `LoginFailed`.
+    """
+    now = clock.now()
+    user = await session.scalar(select(User).where(User.username == username).with_for_update())
+    if user is None:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        await record_audit(session, clock, SystemActor("auth"), "auth.login", "user", None,
+                           {"username": username[:64], "reason": "unknown_user"}, outcome="denied")
+        return None
+    reason: str | None = None
+    if user.locked_until is not None and user.locked_until > now:
+        reason = "locked"
+    elif not user.active:
+        reason = "inactive"
+    else:
+        try:
+            _hasher.verify(user.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            reason = "wrong_password"
+            user.failed_logins += 1
+            if user.failed_logins >= MAX_FAILURES:
+                user.locked_until = now + LOCKOUT
+                user.failed_logins = 0
+                reason = "wrong_password_locked"
+    if reason is not None:
+        await record_audit(session, clock, SystemActor("auth"), "auth.login", "user", user.id,
+                           {"username": username, "reason": reason}, outcome="denied")
+        return None
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    await record_audit(session, clock, user.principal(), "auth.login", "user", user.id, {"username": username})
+    return user

@@ -1,0 +1,81 @@
+"""Login (token and console session cookie) and account creation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from kernel.auth import LoginFailed, authenticate
+from kernel.authz import Access, Role
+from kernel.fields import CountyCode
+from kernel.http import RuntimeDep, authorize
+
+router = APIRouter(tags=["auth"])
+
+
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+    role: Role
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=3, max_length=64)
+    password: str = Field(min_length=1, max_length=200)
+    role: Role
+    organization_id: str | None = None
+    region_code: CountyCode | None = None
+    elder_ids: list[str] = Field(default_factory=list, max_length=20)
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    role: Role
+    organization_id: str | None
+    region_code: str | None
+    elder_ids: list[str]
+    caregiver_id: str | None = None
+
+
+async def _login(runtime: RuntimeDep, credentials: Credentials) -> TokenOut:
+    # Its own unit of work: a failed attempt's count and audit row must commit even though we refuse.
+    async with runtime.database.unit_of_work() as session:
+        user = await authenticate(session, runtime.clock, credentials.username, credentials.password)
+        principal = user.principal() if user else None
+    if principal is None:
+        raise LoginFailed("invalid username or password")
+    return TokenOut(access_token=runtime.tokens.issue(principal), expires_in=int(runtime.tokens.ttl.total_seconds()),
+                    role=principal.role)
+
+
+@router.post("/v1/auth/token", response_model=TokenOut)
+async def issue_token(credentials: Credentials, runtime: RuntimeDep) -> TokenOut:
+    return await _login(runtime, credentials)
+
+
+@router.post("/v1/auth/session", response_model=TokenOut)
+async def open_session(credentials: Credentials, runtime: RuntimeDep, response: Response) -> TokenOut:
+    """Sets the console's HttpOnly, SameSite=Strict session cookie (EventSource cannot send headers)."""
+    token = await _login(runtime, credentials)
+    auth = runtime.settings.auth
+    response.set_cookie(auth.session_cookie, token.access_token, max_age=token.expires_in, httponly=True,
+                        samesite="strict", secure=auth.session_cookie_secure, path="/")
+    return token
+
+
+@router.get("/v1/auth/me", response_model=UserOut)
+async def who_am_i(access: Annotated[Access, Depends(authorize("auth.me"))]) -> UserOut:
+    p = access.principal
+    return UserOut(id=p.user_id, username=p.username, role=p.role, organization_id=p.organization_id,
+                   region_code=p.region_code, elder_ids=sorted(p.elder_ids), caregiver_id=p.caregiver_id)

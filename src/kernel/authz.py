@@ -1,0 +1,163 @@
+"""Authorization: one matrix (permission → role → scope), applied by one dependency, `authorize(permission)`.
+
+Scopes: `own` (a caregiver's own offers and visits; an elder login's own elders), `organization` (an org admin's
+organisation), `region` (a dispatcher's, auditor's or finance officer's region code, covering a whole level as
+`kernel.regions.scope_covers` says), `all`. Objects outside the caller's scope answer 404, never 403, so existence
+does not leak. The route-walking test reads this same matrix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from sqlalchemy import ColumnElement, false, true
+
+from kernel.errors import NotFound, PermissionDenied
+from kernel.regions import scope_covers
+
+Role = Literal["admin", "dispatcher", "org_admin", "caregiver", "elder", "auditor", "finance"]
+Scope = Literal["own", "organization", "region", "all"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+_EVERYONE: dict[Role, Scope] = {
+    "admin": "all",
+    "dispatcher": "region",
+    "org_admin": "organization",
+    "caregiver": "own",
+    "elder": "own",
+    "auditor": "region",
+    "finance": "region",
+}
+
+MATRIX: dict[str, dict[Role, Scope]] = {
+    # accounts
+    "users.create": {"admin": "all"},
+    "users.read": {"admin": "all"},
+    "auth.me": dict(_EVERYONE),
+    # registry: organisations and caregivers (dispatch)
+    "organizations.create": {"admin": "all"},
+    "organizations.read": {
+        "admin": "all", "dispatcher": "region", "org_admin": "organization", "auditor": "region", "finance": "region",
+    },
+    "caregivers.create": {"admin": "all", "org_admin": "organization"},
+    "caregivers.update": {"admin": "all", "org_admin": "organization"},
+    "caregivers.read": {
+        "admin": "all", "dispatcher": "region", "org_admin": "organization", "auditor": "region", "caregiver": "own",
+    },
+    # registry: elders (orders)
+    "elders.create": {"admin": "all"},
+    "elders.update": {"admin": "all"},
+    "elders.read": {"admin": "all", "dispatcher": "region", "auditor": "region", "elder": "own"},
+    "elders.reveal": {"admin": "all", "dispatcher": "region"},
+    # registry: devices
+    "devices.register": {"admin": "all"},
+    "devices.read": {"admin": "all", "dispatcher": "region", "auditor": "region", "elder": "own"},
+    "devices.revoke": {"admin": "all", "dispatcher": "region"},
+    # catalogue
+    "services.read": dict(_EVERYONE),
+    # supervision
+    "audit.read": {"admin": "all", "auditor": "region"},
+    "audit.verify": {"admin": "all", "auditor": "all"},
+}
+
+# Routes anyone may call (no token): health, docs, login.
+PUBLIC_PATHS: frozenset[str] = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+     "/v1/auth/token", "/v1/auth/session"}
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, with the scope claims carried in the token."""
+
+    user_id: str
+    username: str
+    role: Role
+    organization_id: str | None = None
+    region_code: str | None = None
+    elder_ids: frozenset[str] = field(default_factory=frozenset)
+    caregiver_id: str | None = None
+
+    @property
+    def actor_id(self) -> str:
+        return f"user:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Access:
+    """The caller and the scope one permission grants it; the questions every endpoint asks of an object."""
+
+    principal: Principal
+    permission: str
+    scope: Scope
+
+    @property
+    def actor_id(self) -> str:
+        return self.principal.actor_id
+
+    @property
+    def role(self) -> str:
+        return self.principal.role
+
+    def covers(self, *, region_code: str | None = None, organization_id: str | uuid.UUID | None = None,
+               elder_id: str | uuid.UUID | None = None, caregiver_id: str | uuid.UUID | None = None) -> bool:
+        """Whether an object with these attributes is inside the caller's scope for this permission."""
+        p = self.principal
+        if self.scope == "all":
+            return True
+        if self.scope == "region":
+            return region_code is not None and p.region_code is not None and scope_covers(p.region_code, region_code)
+        if self.scope == "organization":
+            return organization_id is not None and p.organization_id == str(organization_id)
+        # own
+        if p.role == "elder":
+            return elder_id is not None and str(elder_id) in p.elder_ids
+        if p.role == "caregiver":
+            return caregiver_id is not None and p.caregiver_id == str(caregiver_id)
+        return False
+
+    def region_clause(self, region_col: ColumnElement[str], town_col: ColumnElement[str | None] | None = None
+                      ) -> ColumnElement[bool]:
+        """The SQL form of `covers(region_code=…)` for list queries (region and all scopes)."""
+        if self.scope == "all":
+            return true()
+        code = self.principal.region_code
+        if self.scope != "region" or not code:
+            return false()
+        if len(code) == 6 and code.endswith("0000"):
+            return region_col.like(code[:2] + "%")
+        if len(code) == 6 and code.endswith("00"):
+            return region_col.like(code[:4] + "%")
+        if len(code) == 6:
+            return region_col == code
+        if town_col is not None and len(code) == 9:
+            return town_col == code
+        return false()
+
+    def ensure(self, *, what: str = "object", **attributes: str | uuid.UUID | None) -> None:
+        """404 for an object outside scope: callers cannot tell 'not yours' from 'not there'."""
+        if not self.covers(**attributes):  # type: ignore[arg-type]
+            raise NotFound(f"{what} not found")
+
+
+def scope_for(permission: str, role: Role) -> Scope | None:
+    try:
+        return MATRIX[permission].get(role)
+    except KeyError:
+        raise KeyError(f"permission {permission!r} is not in the matrix (kernel/authz.py)") from None
+
+
+def grant(principal: Principal, permission: str) -> Access:
+    scope = scope_for(permission, principal.role)
+    if scope is None:
+        raise PermissionDenied(f"role {principal.role} may not {permission}", code="forbidden",
+                               details={"permission": permission})
+    return Access(principal=principal, permission=permission, scope=scope)
+
+
+def roles_with(permission: str) -> Iterable[Role]:
+    return MATRIX[permission].keys()

@@ -1,0 +1,211 @@
+"""HTTP plumbing shared by every domain router: dependencies, the one error renderer, request ids, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kernel.audit import SystemActor, record_audit, request_id_var
+from kernel.authz import Access, Principal, grant
+from kernel.clock import Clock
+from kernel.errors import DomainError, PermissionDenied, Unauthenticated
+from kernel.personal_data import FieldCipher
+from kernel.runtime import Runtime
+
+log = logging.getLogger("vnh.http")
+
+HTTP_REQUESTS = Counter("vnh_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "vnh_http_request_seconds", "HTTP request latency", ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One session per request; committed once, after the endpoint returned, before the response is sent."""
+    async with runtime.database.unit_of_work() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_clock(runtime: RuntimeDep) -> Clock:
+    return runtime.clock
+
+
+def get_cipher(runtime: RuntimeDep) -> FieldCipher:
+    return runtime.cipher
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]
+CipherDep = Annotated[FieldCipher, Depends(get_cipher)]
+
+
+def current_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    header = request.headers.get("authorization")
+    token: str | None = None
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise Unauthenticated("expected 'Authorization: Bearer <token>'", code="invalid_token")
+        token = value.strip()
+    else:
+        token = request.cookies.get(runtime.settings.auth.session_cookie)
+    if not token:
+        raise Unauthenticated("authentication required")
+    return runtime.tokens.decode(token)
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def authorize(permission: str) -> Callable[[Principal], Access]:
+    """The one dependency that applies the matrix; the route walker finds `permission` on it."""
+
+    def dependency(principal: PrincipalDep) -> Access:
+        return grant(principal, permission)
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    dependency.__name__ = f"authorize[{permission}]"
+    return dependency
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_OUR_VALIDATION_CODES = frozenset(
+    {"invalid_id_number", "invalid_id_birth_date", "unknown_id_region", "id_number_mismatch", "invalid_phone",
+     "invalid_region_code", "invalid_coordinates"}
+)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    code = "validation_error"
+    for err in exc.errors():
+        # never echo the input back: it may be an ID number or a phone number
+        errors.append({"loc": [str(p) for p in err.get("loc", ())], "type": err.get("type"), "msg": err.get("msg")})
+        if code == "validation_error" and err.get("type") in _OUR_VALIDATION_CODES:
+            code = str(err["type"])
+    message = errors[0]["msg"] if len(errors) == 1 else f"{len(errors)} invalid fields"
+    return JSONResponse(status_code=422, content=error_body(code, str(message), {"errors": errors}))
+
+
+async def _audit_refusal(request: Request, exc: DomainError) -> None:
+    """Refusals are audited in a transaction of their own (the request's was rolled back)."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    actor: Any = SystemActor("anonymous")
+    with contextlib.suppress(DomainError):
+        actor = current_principal(request, runtime)
+    try:
+        async with runtime.database.unit_of_work() as session:
+            await record_audit(
+                session, runtime.clock, actor, "http.refused", "route", None,
+                {"method": request.method, "path": request.url.path, "code": exc.code, "status": exc.status},
+                outcome="denied",
+            )
+    except Exception:
+        log.exception("could not audit a refusal")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        if isinstance(exc, PermissionDenied | Unauthenticated) and exc.code != "invalid_credentials":
+            await _audit_refusal(request, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(status_code=exc.status, content=error_body(exc.code, exc.message, exc.details),
+                            headers=headers)
+
+    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _validation_response(exc)
+
+    async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
+        code = codes.get(exc.status_code, "http_error")
+        return JSONResponse(status_code=exc.status_code, content=error_body(code, str(exc.detail)),
+                            headers=getattr(exc, "headers", None))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        if runtime is not None:
+            try:
+                async with runtime.database.unit_of_work() as session:
+                    await record_audit(session, runtime.clock, SystemActor("http"), "http.failed", "route", None,
+                                       {"method": request.method, "path": request.url.path,
+                                        "error": type(exc).__name__}, outcome="failed")
+            except Exception:
+                log.exception("could not audit a failure")
+        return JSONResponse(
+            status_code=500,
+            content=error_body("internal_error", "internal error; quote the request id",
+                               {"request_id": request_id_var.get()}),
+        )
+
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class RequestContextMiddleware:
+    """Request id (honoured from `X-Request-ID` or made), access metrics. Pure ASGI so streaming is untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming[:64] if incoming and incoming.isascii() and incoming.isprintable() else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+

@@ -1,0 +1,159 @@
+"""One settings object for the whole service.
+
+`DATABASE_URL`, `REDIS_URL` and `MQTT_URL` are unprefixed (the ecosystem's habit); everything else is `VNH_` with
+`__` for nesting (`VNH_DATABASE_OWNER_URL`, `VNH_MQTT__SHARE_GROUP`). A URL left unset means "embedded": `vnh serve`
+starts that server itself from its pip wheel and fills the URL in before anything connects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    app_role: str = "vnh_app"
+    pool_size: int = 10
+    max_overflow: int = 10
+    statement_timeout_ms: int = 30_000
+
+
+class AuthSettings(BaseModel):
+    jwt_secret: SecretStr | None = None
+    token_ttl: timedelta = timedelta(hours=8)
+    session_cookie: str = "vnh_session"
+    session_cookie_secure: bool = False
+
+
+class CryptoSettings(BaseModel):
+    """Field encryption of personal data (PIPL). `keys` maps key id → base64 key; `active_key` encrypts, all keys
+    decrypt, so rotation is: add a key, make it active, re-encrypt (`vnh crypto rotate`), drop the old one."""
+
+    cipher: Literal["aes-gcm", "sm4-gcm"] = "aes-gcm"
+    keys: dict[str, SecretStr] = Field(default_factory=dict)
+    active_key: str | None = None
+    blind_index_key: SecretStr | None = None
+
+
+class AuditSettings(BaseModel):
+    hmac: Literal["sha256", "sm3"] = "sha256"
+    key: SecretStr | None = None
+    seal_interval_s: float = 1.0
+
+
+class MqttSettings(BaseModel):
+    client_id: str = "vnh-0"
+    share_group: str = "vnh"
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class OutboxSettings(BaseModel):
+    poll_interval_s: float = 0.2
+    batch_size: int = 500
+    stream_key: str = "vnh:events"
+    stream_maxlen: int = 100_000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VNH_", env_nested_delimiter="__", extra="ignore")
+
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    mqtt_url: str | None = Field(default=None, validation_alias=AliasChoices("MQTT_URL"))
+    database_owner_url: str | None = None
+
+    data_dir: Path = Path(".vnh")
+    timezone: str = "Asia/Shanghai"
+    environment: Literal["development", "test", "production"] = "development"
+    metrics_token: SecretStr | None = None
+    redis_prefix: str = "vnh:"
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    crypto: CryptoSettings = Field(default_factory=CryptoSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def owner_url(self) -> str:
+        url = self.database_owner_url or self.database_url
+        if url is None:
+            raise RuntimeError("no database URL: start the embedded servers or set DATABASE_URL")
+        return url
+
+    @property
+    def app_url(self) -> str:
+        if self.database_url is None:
+            raise RuntimeError("no database URL: start the embedded servers or set DATABASE_URL")
+        return self.database_url
+
+
+def _b64key(nbytes: int) -> str:
+    return base64.b64encode(secrets.token_bytes(nbytes)).decode()
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Fill secrets that were not configured from `DATA_DIR/secrets.json`, generating it on first use.
+
+    Production sets every secret explicitly (deploy/); a developer's embedded default gets stable generated ones so
+    encrypted data and tokens survive a restart. The file is created with mode 0600.
+    """
+    missing = (
+        settings.auth.jwt_secret is None
+        or not settings.crypto.keys
+        or settings.crypto.blind_index_key is None
+        or settings.audit.key is None
+    )
+    if not missing:
+        return settings
+    if settings.environment == "production":
+        raise RuntimeError(
+            "production needs VNH_AUTH__JWT_SECRET, VNH_CRYPTO__KEYS, VNH_CRYPTO__BLIND_INDEX_KEY and VNH_AUDIT__KEY"
+        )
+    path = settings.data_dir / "secrets.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        stored = {
+            "jwt_secret": _b64key(32),
+            "crypto_keys": {"k1": _b64key(32)},
+            "active_key": "k1",
+            "blind_index_key": _b64key(32),
+            "audit_key": _b64key(32),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh, indent=1)
+    if settings.auth.jwt_secret is None:
+        settings.auth.jwt_secret = SecretStr(stored["jwt_secret"])
+    if not settings.crypto.keys:
+        settings.crypto.keys = {k: SecretStr(v) for k, v in stored["crypto_keys"].items()}
+        settings.crypto.active_key = stored["active_key"]
+    if settings.crypto.blind_index_key is None:
+        settings.crypto.blind_index_key = SecretStr(stored["blind_index_key"])
+    if settings.audit.key is None:
+        settings.audit.key = SecretStr(stored["audit_key"])
+    return settings

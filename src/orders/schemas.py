@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kernel.fields import (
+    ContactPhone,
+    CountyCode,
+    Crs,
+    Latitude,
+    Longitude,
+    MobilePhone,
+    ResidentIdNumber,
+    TownCode,
+    VillageCode,
+)
+from orders.models import CATEGORIES
+
+Gender = Literal["male", "female"]
+Category = Literal[
+    "tekun", "dibao", "gaoling", "shineng", "shizhi", "duju", "kongchao", "liushou", "jisheng_tefu", "youfu",
+    "zhongdu_canji",
+]
+assert set(Category.__args__) == set(CATEGORIES)  # type: ignore[attr-defined]
+
+
+class Preferences(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    caregiver_gender: Gender | None = None
+
+
+class EmergencyContact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=50)
+    relation: str | None = Field(default=None, max_length=20)
+    phone: ContactPhone
+
+
+def _languages(values: list[str]) -> list[str]:
+    out = []
+    for value in values:
+        code = value.strip().lower()
+        if not (2 <= len(code) <= 3 and code.isascii() and code.isalpha()):
+            raise ValueError(f"language {value!r} is not an ISO 639 code")
+        out.append(code)
+    return sorted(set(out))
+
+
+class ElderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    id_number: ResidentIdNumber
+    phone: MobilePhone | None = None
+    gender: Gender
+    birth_date: date
+    address: str = Field(min_length=4, max_length=300)
+    lat: Latitude
+    lon: Longitude
+    crs: Crs = "wgs84"
+    region_code: CountyCode
+    town_code: TownCode | None = None
+    village_code: VillageCode | None = None
+    categories: list[Category] = Field(default_factory=list)
+    assessment_level: int = Field(default=0, ge=0, le=4)
+    languages: list[str] = Field(default_factory=lambda: ["zh"], max_length=10)
+    preferences: Preferences = Field(default_factory=Preferences)
+    emergency_contacts: list[EmergencyContact] = Field(default_factory=list, max_length=10)
+
+    @field_validator("languages")
+    @classmethod
+    def _check_languages(cls, languages: list[str]) -> list[str]:
+        return _languages(languages)
+
+    @model_validator(mode="after")
+    def _codes_nest(self) -> ElderCreate:
+        if self.town_code and not self.town_code.startswith(self.region_code):
+            raise ValueError("town_code must lie in region_code")
+        if self.village_code and not (self.town_code and self.village_code.startswith(self.town_code)):
+            raise ValueError("village_code must lie in town_code")
+        return self
+
+
+class ElderUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["active", "deceased", "moved"] | None = None
+    phone: MobilePhone | None = None
+    address: str | None = Field(default=None, min_length=4, max_length=300)
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    crs: Crs = "wgs84"
+    categories: list[Category] | None = None
+    assessment_level: int | None = Field(default=None, ge=0, le=4)
+    languages: list[str] | None = None
+    preferences: Preferences | None = None
+    emergency_contacts: list[EmergencyContact] | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _check_languages(cls, languages: list[str] | None) -> list[str] | None:
+        return None if languages is None else _languages(languages)
+
+    @model_validator(mode="after")
+    def _position_whole(self) -> ElderUpdate:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon change together")
+        return self
+
+
+class MaskedContact(BaseModel):
+    name: str
+    relation: str | None
+    phone: str
+
+
+class Elder(BaseModel):
+    """An elder as staff lists show it: personal numbers masked (unmasking is `POST /v1/elders/{id}/reveal`)."""
+
+    id: str
+    name: str
+    id_number: str
+    phone: str | None
+    gender: Gender
+    birth_date: date
+    address: str
+    lat: float
+    lon: float
+    region_code: str
+    town_code: str | None
+    village_code: str | None
+    categories: list[str]
+    assessment_level: int
+    languages: list[str]
+    preferences: Preferences
+    emergency_contacts: list[MaskedContact]
+    status: str
+    created_at: str
+
+
+RevealField = Literal["id_number", "phone", "address", "emergency_contacts"]
+
+
+class RevealRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fields: list[RevealField] = Field(min_length=1)
+    reason: str = Field(min_length=4, max_length=500)
+
+
+class Revealed(BaseModel):
+    id_number: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    emergency_contacts: list[EmergencyContact] | None = None
+
+
+class Service(BaseModel):
+    code: str
+    name: str
+    unit: Literal["visit", "hour"]
+    price_fen: int
+    required_skill: str | None
+    min_certificate_level: str
+    default_duration_min: int

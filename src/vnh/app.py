@@ -1,0 +1,50 @@
+"""The application factory: routers of every domain, the error renderer, middleware and background workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from devices.endpoints import router as devices_router
+from dispatch.endpoints import router as dispatch_router
+from kernel.auth_endpoints import router as auth_router
+from kernel.http import RequestContextMiddleware, install_error_handlers
+from kernel.runtime import Runtime
+from orders.endpoints import router as orders_router
+from supervision.endpoints import router as supervision_router
+from vnh.accounts import router as accounts_router
+from vnh.health import router as health_router
+from vnh.workers import Workers
+
+
+def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
+    """`background=False` leaves the relay and sealer to the caller (tests drive them step by step)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workers = Workers(runtime) if background else None
+        if workers:
+            workers.start()
+        app.state.workers = workers
+        try:
+            yield
+        finally:
+            if workers:
+                await workers.close()
+
+    app = FastAPI(
+        title="vnh — 虚拟养老院 service dispatch",
+        version="0.1.0",
+        description="Orders, dispatch, visits, devices, billing and supervision of a virtual nursing home. "
+        "Errors: `{\"error\": {\"code\", \"message\", \"details\"}}`. Money in fen, times RFC 3339, WGS-84.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (health_router, auth_router, accounts_router, dispatch_router, orders_router, devices_router,
+                   supervision_router):
+        app.include_router(router)
+    return app

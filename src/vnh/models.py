@@ -1,0 +1,15 @@
+"""Every domain's tables on the one metadata (Alembic and the test harness import this)."""
+
+from __future__ import annotations
+
+import devices.models
+import dispatch.models
+import kernel.audit
+import kernel.auth
+import kernel.outbox
+import orders.models
+from kernel.db import Base
+
+metadata = Base.metadata
+
+__all__ = ["devices", "dispatch", "kernel", "metadata", "orders"]

@@ -1,0 +1,88 @@
+"""Background work every instance runs beside HTTP: the outbox relay and the audit sealer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+
+from kernel.audit import seal_pending
+from kernel.outbox import OutboxEvent, OutboxRelay, Publisher
+from kernel.runtime import Runtime
+
+log = logging.getLogger("vnh.workers")
+
+
+def redis_stream_publisher(runtime: Runtime) -> Publisher:
+    """Publish to one Redis stream the console (and other live consumers) read; trimmed approximately."""
+    key = runtime.redis_key(runtime.settings.outbox.stream_key.removeprefix(runtime.settings.redis_prefix))
+    maxlen = runtime.settings.outbox.stream_maxlen
+
+    async def publish(events: Sequence[OutboxEvent]) -> None:
+        async with runtime.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(
+                    key,
+                    {
+                        "seq": str(event.stream_seq),
+                        "outbox_id": str(event.id),
+                        "type": event.event_type,
+                        "aggregate_id": event.aggregate_id,
+                        "occurred_at": event.occurred_at.isoformat(),
+                        "payload": json.dumps(event.payload, ensure_ascii=False),
+                    },
+                    maxlen=maxlen,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    return publish
+
+
+def build_relay(runtime: Runtime, extra: Sequence[Publisher] = ()) -> OutboxRelay:
+    return OutboxRelay(
+        runtime.database, runtime.clock, [redis_stream_publisher(runtime), *extra],
+        batch_size=runtime.settings.outbox.batch_size, poll_interval_s=runtime.settings.outbox.poll_interval_s,
+    )
+
+
+async def seal_audit_once(runtime: Runtime) -> int:
+    async with runtime.database.unit_of_work() as session:
+        return await seal_pending(session, runtime.chain)
+
+
+async def run_sealer(runtime: Runtime, stop: asyncio.Event) -> None:
+    interval = runtime.settings.audit.seal_interval_s
+    while not stop.is_set():
+        try:
+            sealed = await seal_audit_once(runtime)
+            if sealed:
+                continue
+        except Exception:
+            log.exception("audit sealer failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+class Workers:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.stop = asyncio.Event()
+        self.relay = build_relay(runtime)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
+            asyncio.create_task(run_sealer(self.runtime, self.stop), name="audit-sealer"),
+        ]
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except Exception:
+                log.exception("worker %s did not stop cleanly", task.get_name())
