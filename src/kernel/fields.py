@@ -23,9 +23,7 @@ from kernel.resident_id import InvalidResidentId, parse_resident_id
 T = TypeVar("T")
 
 
-def _wrapped(
-    code: str, message: str, check: Callable[[Any], T], *, reject_bool: bool = False
-) -> WrapValidator:
+def _wrapped(code: str, message: str, check: Callable[[Any], T], *, reject_bool: bool = False) -> WrapValidator:
     """Run the inner (type) validation, then `check`; a type failure becomes `PydanticCustomError(code, ...)`.
 
     `check` may itself raise `PydanticCustomError` to give a more precise code or message.
@@ -130,16 +128,12 @@ VillageCode = Annotated[
 ]
 Latitude = Annotated[
     float,
-    _wrapped(
-        "invalid_coordinates", _LAT_MESSAGE, _coordinate(is_valid_latitude, _LAT_MESSAGE), reject_bool=True
-    ),
+    _wrapped("invalid_coordinates", _LAT_MESSAGE, _coordinate(is_valid_latitude, _LAT_MESSAGE), reject_bool=True),
     Field(description="Latitude in degrees", json_schema_extra={"minimum": -90, "maximum": 90}),
 ]
 Longitude = Annotated[
     float,
-    _wrapped(
-        "invalid_coordinates", _LON_MESSAGE, _coordinate(is_valid_longitude, _LON_MESSAGE), reject_bool=True
-    ),
+    _wrapped("invalid_coordinates", _LON_MESSAGE, _coordinate(is_valid_longitude, _LON_MESSAGE), reject_bool=True),
     Field(description="Longitude in degrees", json_schema_extra={"minimum": -180, "maximum": 180}),
 ]
 #: The datum of a `lat`/`lon` pair; give fields of this type the default `"wgs84"`.

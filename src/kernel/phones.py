@@ -22,9 +22,7 @@ PhoneKind = Literal["mobile", "fixed_line"]
 
 _ALLOWED = re.compile(r"\(?\+?[0-9(][0-9 ().\-]{5,30}")
 _MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE})
-_CONTACT_TYPES = frozenset(
-    {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
-)
+_CONTACT_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
 
 
 class InvalidPhone(Unprocessable):

@@ -87,20 +87,14 @@ def is_county_code(code: str) -> bool:
 def is_town_code(code: str) -> bool:
     """9 digits: a known county code followed by a town number other than `000`."""
     return (
-        isinstance(code, str)
-        and _NINE.fullmatch(code) is not None
-        and code[6:9] != "000"
-        and is_county_code(code[:6])
+        isinstance(code, str) and _NINE.fullmatch(code) is not None and code[6:9] != "000" and is_county_code(code[:6])
     )
 
 
 def is_village_code(code: str) -> bool:
     """12 digits: a valid town code followed by a village number other than `000`."""
     return (
-        isinstance(code, str)
-        and _TWELVE.fullmatch(code) is not None
-        and code[9:12] != "000"
-        and is_town_code(code[:9])
+        isinstance(code, str) and _TWELVE.fullmatch(code) is not None and code[9:12] != "000" and is_town_code(code[:9])
     )
 
 

@@ -24,9 +24,7 @@ from kernel.errors import Unprocessable
 from kernel.regions import is_county_code
 
 Gender = Literal["male", "female"]
-ResidentIdErrorCode = Literal[
-    "invalid_id_number", "invalid_id_birth_date", "unknown_id_region", "id_number_mismatch"
-]
+ResidentIdErrorCode = Literal["invalid_id_number", "invalid_id_birth_date", "unknown_id_region", "id_number_mismatch"]
 
 _SHANGHAI = ZoneInfo("Asia/Shanghai")
 #: Birth dates before this are taken for a typo, not an elder.
@@ -37,9 +35,7 @@ _DIGITS = frozenset("0123456789")
 class InvalidResidentId(Unprocessable):
     """A resident ID number refused (422), with one of the `ResidentIdErrorCode` codes."""
 
-    def __init__(
-        self, code: ResidentIdErrorCode, message: str, *, details: dict[str, object] | None = None
-    ) -> None:
+    def __init__(self, code: ResidentIdErrorCode, message: str, *, details: dict[str, object] | None = None) -> None:
         super().__init__(message, code=code, details=details)
 
 

@@ -1,0 +1,194 @@
+"""The `vnh` command: serve, migrate, create-user, audit verify.
+
+Every command takes `--data-dir`; with a URL unset it attaches to the embedded servers a running `vnh serve` started
+for that data directory, or starts them itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from kernel.audit import SystemActor, verify_chain
+from kernel.auth import create_user
+from kernel.authz import ROLES
+from kernel.db import redact_url
+from kernel.errors import DomainError
+from kernel.logs import configure_logging
+from kernel.migrate import migrate
+from kernel.mqtt_probe import parse_mqtt_url
+from kernel.runtime import Runtime
+from kernel.settings import Settings, ensure_secrets
+from vnh.embedded import EmbeddedServers
+
+log = logging.getLogger("vnh.cli")
+DEFAULT_HTTP_PORT = 8000
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return Settings(data_dir=data_dir) if data_dir is not None else Settings()
+
+
+@asynccontextmanager
+async def prepared(data_dir: Path | None, *, mqtt: bool, migrate_schema: bool = True
+                   ) -> AsyncIterator[tuple[Settings, dict[str, Any] | None]]:
+    """Settings with every URL filled (embedded servers started or attached for the unset ones), secrets loaded,
+    the schema migrated. Stops on exit whatever embedded server this process started."""
+    settings = _settings(data_dir)
+    wanted = {
+        "database": settings.database_url is None,
+        "redis": settings.redis_url is None,
+        "mqtt": mqtt and settings.mqtt_url is None,
+    }
+    embedded: EmbeddedServers | None = None
+    described: dict[str, Any] | None = None
+    if any(wanted.values()):
+        embedded = EmbeddedServers(settings.data_dir, **wanted)
+        endpoints = await asyncio.to_thread(embedded.start)
+        for kind, endpoint in endpoints.items():
+            setattr(settings, f"{kind}_url", endpoint.url)
+        described = {
+            kind: {"url": redact_url(e.url) if kind == "database" else e.url, "started_here": e.started_here}
+            for kind, e in endpoints.items()
+        }
+    try:
+        ensure_secrets(settings)
+        if migrate_schema:
+            await migrate(settings.owner_url, settings.database.app_role)
+        yield settings, described
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _free_port(host: str, preferred: int) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, preferred))
+            return preferred
+        except OSError:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from vnh.app import create_app
+
+    async with prepared(args.data_dir, mqtt=True) as (settings, embedded):
+        runtime = Runtime.build(settings)
+        runtime.embedded = embedded
+        try:
+            if args.demo:
+                from vnh.demo import seed_demo
+
+                summary = await seed_demo(runtime, progress=lambda msg: log.info("demo: %s", msg))
+                log.info("demo banner %s: %d organisations, %d caregivers, %d elders, %d devices; logins %s "
+                         "(password %s)", summary.region_code, summary.organisations, summary.caregivers,
+                         summary.elders, summary.devices, ", ".join(summary.logins[:6]), summary.password)
+            port = args.port if args.port is not None else _free_port(args.host, DEFAULT_HTTP_PORT)
+            if args.port is None and port != DEFAULT_HTTP_PORT:
+                log.info("port %d is taken; serving on %d", DEFAULT_HTTP_PORT, port)
+            config = uvicorn.Config(create_app(runtime), host=args.host, port=port, log_config=None,
+                                    lifespan="on", proxy_headers=True, server_header=False)
+            server = uvicorn.Server(config)
+            log.info("vnh serving on http://%s:%d (database %s, redis %s, mqtt %s)", args.host, port,
+                     redact_url(settings.app_url), settings.redis_url,
+                     parse_mqtt_url(settings.mqtt_url).display if settings.mqtt_url else "-")
+            print(f"vnh ready: http://{args.host}:{port}/readyz   console: http://{args.host}:{port}/docs",
+                  flush=True)
+            await server.serve()
+        finally:
+            await runtime.close()
+
+
+async def _migrate(args: argparse.Namespace) -> None:
+    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+        print(f"migrated {redact_url(settings.owner_url)}; app role {settings.database.app_role}")
+
+
+async def _create_user(args: argparse.Namespace) -> None:
+    password = args.password
+    if password is None:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.database.unit_of_work() as session:
+                user = await create_user(session, runtime.clock, SystemActor("cli"), username=args.username,
+                                         password=password, role=args.role, region_code=args.region_code)
+            print(f"created {user.role} {user.username} ({user.id})")
+        finally:
+            await runtime.close()
+
+
+async def _audit_verify(args: argparse.Namespace) -> int:
+    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.database.unit_of_work() as session:
+                verdict = await verify_chain(session, runtime.chain)
+        finally:
+            await runtime.close()
+    print(f"intact={verdict.intact} checked={verdict.checked} unsealed={verdict.unsealed}"
+          + (f" first_broken_id={verdict.first_broken_id} ({verdict.reason})" if not verdict.intact else ""))
+    return 0 if verdict.intact else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vnh", description="vnh: virtual nursing home service dispatch")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=None,
+                        help="where embedded servers keep their data (default ./.vnh or VNH_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the HTTP API and background workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help=f"default {DEFAULT_HTTP_PORT}, or a free one if taken")
+    serve.add_argument("--demo", action="store_true", help="seed a demo banner on first start")
+
+    sub.add_parser("migrate", parents=[common], help="create the app role, migrate the schema, grant privileges")
+
+    user = sub.add_parser("create-user", parents=[common], help="create a login (e.g. the first admin)")
+    user.add_argument("--username", required=True)
+    user.add_argument("--role", required=True, choices=[r for r in ROLES if r not in ("caregiver", "elder")])
+    user.add_argument("--region-code", default=None, help="dispatcher, auditor, finance: their region")
+    user.add_argument("--password", default=None, help="default: prompt, or one line from stdin")
+
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", parents=[common], help="check the hash chain of the audit log")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        if args.command == "serve":
+            asyncio.run(_serve(args))
+        elif args.command == "migrate":
+            asyncio.run(_migrate(args))
+        elif args.command == "create-user":
+            asyncio.run(_create_user(args))
+        elif args.command == "audit":
+            return asyncio.run(_audit_verify(args))
+    except DomainError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

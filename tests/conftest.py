@@ -1,0 +1,218 @@
+"""The real-database test harness.
+
+Servers: `DATABASE_URL`, `REDIS_URL`, `MQTT_URL` when set (CI points them at the machine's PostgreSQL, Redis and
+Mosquitto and sets CI=true, which makes a missing one an error, never a silent fallback); otherwise the embedded
+servers are started for the session in a temporary directory, so a fresh machine with only Python runs the suite.
+
+Databases: one template database per session, migrated once with `vnh migrate`'s code; a working database cloned
+from it where each test runs inside an outer transaction that is rolled back (`runtime`, `session`, `client`);
+tests that need real commits from several connections get a fresh clone of their own (`committed_runtime`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+
+from kernel.audit import SystemActor
+from kernel.auth import create_user
+from kernel.authz import Access, Principal, Role, grant
+from kernel.clock import ManualClock
+from kernel.db import Database, asyncpg_url, create_engine
+from kernel.migrate import migrate
+from kernel.runtime import Runtime
+from kernel.settings import AuditSettings, AuthSettings, CryptoSettings, Settings
+from vnh.app import create_app
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TEST_PASSWORD = "test-Password-2026"
+
+
+def _key() -> SecretStr:
+    return SecretStr(base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+@pytest.fixture(scope="session")
+def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    urls = {"database": os.environ.get("DATABASE_URL"), "redis": os.environ.get("REDIS_URL"),
+            "mqtt": os.environ.get("MQTT_URL")}
+    missing = [k for k, v in urls.items() if not v]
+    if missing and IN_CI:
+        pytest.exit(f"CI=true but {', '.join(k.upper() + '_URL' for k in missing)} unset: refusing to fall back to "
+                    "embedded servers", returncode=3)
+    embedded = None
+    if missing:
+        from vnh.embedded import EmbeddedServers
+
+        embedded = EmbeddedServers(tmp_path_factory.mktemp("embedded"), **{k: k in missing for k in urls})
+        for kind, endpoint in embedded.start().items():
+            urls[kind] = endpoint.url
+    yield {k: v for k, v in urls.items() if v}
+    if embedded is not None:
+        embedded.stop()
+
+
+def _admin_dsn(database_url: str, dbname: str | None = None) -> str:
+    url = make_url(asyncpg_url(database_url)).set(drivername="postgresql")
+    if dbname is not None:
+        url = url.set(database=dbname)
+    return url.render_as_string(hide_password=False)
+
+
+async def _admin(database_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_admin_dsn(database_url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _db_url(database_url: str, name: str) -> str:
+    return make_url(asyncpg_url(database_url)).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+async def template_database(server_urls: dict[str, str]) -> AsyncIterator[str]:
+    """A database migrated once per session; tests clone it (CREATE DATABASE … TEMPLATE is fast)."""
+    base = server_urls["database"]
+    name = f"vnh_tpl_{os.getpid()}_{secrets.token_hex(3)}"
+    await _admin(base, f'CREATE DATABASE "{name}"')
+    await migrate(_db_url(base, name), "vnh_app")
+    yield name
+    await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _clone(base: str, template: str) -> str:
+    name = f"vnh_t_{os.getpid()}_{secrets.token_hex(4)}"
+    await _admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+def make_settings(server_urls: dict[str, str], database: str, data_dir: Path) -> Settings:
+    return Settings(
+        database_url=_db_url(server_urls["database"], database),
+        redis_url=server_urls["redis"],
+        mqtt_url=server_urls.get("mqtt"),
+        data_dir=data_dir,
+        environment="test",
+        redis_prefix=f"vnhtest:{uuid.uuid4().hex[:12]}:",
+        auth=AuthSettings(jwt_secret=_key()),
+        crypto=CryptoSettings(keys={"k1": _key()}, active_key="k1", blind_index_key=_key()),
+        audit=AuditSettings(key=_key()),
+    )
+
+
+@pytest.fixture(scope="session")
+async def working_database(server_urls: dict[str, str], template_database: str) -> AsyncIterator[str]:
+    name = await _clone(server_urls["database"], template_database)
+    yield name
+    await _admin(server_urls["database"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def base_settings(server_urls: dict[str, str], working_database: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(server_urls, working_database, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+async def app_engine(base_settings: Settings) -> AsyncIterator[Any]:
+    engine = create_engine(base_settings.app_url, role="vnh_app", pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+class RolledBackDatabase(Database):
+    """Every unit of work inside the test's outer transaction: commits become savepoint releases."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.engine = connection.engine
+        self.connection = connection
+        self.sessionmaker = async_sessionmaker(bind=connection, expire_on_commit=False,
+                                               join_transaction_mode="create_savepoint")
+
+    async def ping(self) -> None:
+        await self.connection.exec_driver_sql("select 1")
+
+    async def dispose(self) -> None:
+        return None
+
+
+async def _flush_redis(runtime: Runtime) -> None:
+    keys = [k async for k in runtime.redis.scan_iter(match=runtime.settings.redis_prefix + "*", count=500)]
+    if keys:
+        await runtime.redis.delete(*keys)
+
+
+@pytest.fixture
+async def runtime(app_engine: Any, base_settings: Settings) -> AsyncIterator[Runtime]:
+    """A runtime whose database work is rolled back after the test; a manual clock."""
+    async with app_engine.connect() as conn:
+        outer = await conn.begin()
+        settings = base_settings.model_copy(update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:"})
+        rt = Runtime.build(settings, clock=ManualClock(), database=RolledBackDatabase(conn))
+        try:
+            yield rt
+        finally:
+            await _flush_redis(rt)
+            await rt.close()
+            await outer.rollback()
+
+
+@pytest.fixture
+async def session(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    async with runtime.database.unit_of_work() as s:
+        yield s
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(runtime, background=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vnh.test") as c:
+        yield c
+
+
+@pytest.fixture
+async def committed_runtime(server_urls: dict[str, str], template_database: str,
+                            tmp_path: Path) -> AsyncIterator[Runtime]:
+    """A runtime on a fresh clone of the template whose transactions really commit (concurrency, workers)."""
+    name = await _clone(server_urls["database"], template_database)
+    rt = Runtime.build(make_settings(server_urls, name, tmp_path), clock=ManualClock())
+    try:
+        yield rt
+    finally:
+        await _flush_redis(rt)
+        await rt.close()
+        await _admin(server_urls["database"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def admin_access() -> Access:
+    return grant(Principal(user_id=str(uuid.uuid4()), username="test-admin", role="admin"), "users.create")
+
+
+async def login_headers(rt: Runtime, role: Role, **scope: Any) -> dict[str, str]:
+    """Create a user of `role` with the given scope (organization_id, region_code, elder_ids, caregiver_id) and
+    answer the Authorization header of a token for it."""
+    async with rt.database.unit_of_work() as s:
+        user = await create_user(s, rt.clock, SystemActor("test"), username=f"{role}-{uuid.uuid4().hex[:8]}",
+                                 password=TEST_PASSWORD, role=role, **scope)
+        principal = user.principal()
+    return {"Authorization": f"Bearer {rt.tokens.issue(principal)}"}
+
+
+@pytest.fixture
+async def admin_headers(runtime: Runtime) -> dict[str, str]:
+    return await login_headers(runtime, "admin")

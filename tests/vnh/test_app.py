@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import httpx
+
+from kernel.runtime import Runtime
+from tests.conftest import TEST_PASSWORD, login_headers
+
+
+async def test_healthz_answers_while_the_process_runs(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_names_each_dependency_without_secrets(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ready"
+    assert {"database", "redis"} <= set(body["checks"])
+    for check in body["checks"].values():
+        assert check["ok"] is True
+        assert "password" not in check["url"]
+
+
+async def test_login_issues_a_token_that_authorises(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    headers = await login_headers(runtime, "admin")
+    me = await client.get("/v1/auth/me", headers=headers)
+    assert me.status_code == 200
+    username = me.json()["username"]
+    token = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD})
+    assert token.status_code == 200, token.text
+    assert token.json()["role"] == "admin"
+    again = await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+    assert again.json()["username"] == username
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_answer(client: httpx.AsyncClient,
+                                                                    runtime: Runtime) -> None:
+    headers = await login_headers(runtime, "admin")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    wrong = await client.post("/v1/auth/token", json={"username": username, "password": "nope-12345678"})
+    unknown = await client.post("/v1/auth/token", json={"username": "nobody-here", "password": "nope-12345678"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert wrong.json()["error"]["code"] == "invalid_credentials"
+
+
+async def test_five_failures_lock_the_account_for_thirty_minutes(client: httpx.AsyncClient,
+                                                                  runtime: Runtime) -> None:
+    from kernel.clock import ManualClock
+
+    headers = await login_headers(runtime, "admin")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    for _ in range(5):
+        await client.post("/v1/auth/token", json={"username": username, "password": "wrong-pass-123"})
+    locked = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD})
+    assert locked.status_code == 401
+    assert isinstance(runtime.clock, ManualClock)
+    runtime.clock.advance(31 * 60)
+    unlocked = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD})
+    assert unlocked.status_code == 200
+
+
+async def test_missing_and_garbage_tokens_are_401_with_the_error_body(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/v1/auth/me")
+    garbage = await client.get("/v1/auth/me", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert missing.status_code == garbage.status_code == 401
+    assert missing.json()["error"]["code"] == "unauthenticated"
+    assert garbage.json()["error"]["code"] == "invalid_token"
+
+
+async def test_expired_token_is_refused(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from kernel.clock import ManualClock
+
+    headers = await login_headers(runtime, "admin")
+    assert isinstance(runtime.clock, ManualClock)
+    runtime.clock.advance(runtime.tokens.ttl.total_seconds() + 1)
+    response = await client.get("/v1/auth/me", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "token_expired"
+
+
+async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert len((await client.get("/healthz")).headers["x-request-id"]) == 32
