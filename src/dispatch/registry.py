@@ -65,7 +65,7 @@ async def create_caregiver(session: AsyncSession, clock: Clock, cipher: FieldCip
     phone = cipher.protect(data.phone, context=PHONE_CONTEXT, masked=mask_phone(data.phone))
     if await session.scalar(select(Caregiver.id).where(Caregiver.phone_bidx == phone.blind_index)) is not None:
         raise Conflict("a caregiver with this phone number exists", code="phone_taken")
-    home = data.home_base.wgs84() if data.home_base else None
+    home = data.home_base.to_wgs84() if data.home_base else None
     caregiver = Caregiver(
         id=uuid.uuid4(), organization_id=org.id, name=data.name.strip(),
         phone_enc=phone.ciphertext, phone_bidx=phone.blind_index, phone_masked=phone.masked,
@@ -108,7 +108,7 @@ async def update_caregiver(session: AsyncSession, clock: Clock, cipher: FieldCip
         caregiver.phone_enc, caregiver.phone_bidx, caregiver.phone_masked = (
             phone.ciphertext, phone.blind_index, phone.masked)
     if "home_base" in changed:
-        home = data.home_base.wgs84() if data.home_base else None
+        home = data.home_base.to_wgs84() if data.home_base else None
         caregiver.home_lat, caregiver.home_lon = (home[0], home[1]) if home else (None, None)
     for name in ("name", "languages", "skills", "certificate_level", "active"):
         if name in changed and changed[name] is not None:

@@ -18,7 +18,7 @@ from kernel.outbox import emit
 from kernel.pagination import Page, encode_cursor, keyset
 from kernel.personal_data import FieldCipher, mask_address
 from kernel.phones import mask_phone
-from kernel.resident_id import InvalidResidentId, check_matches_record, mask_resident_id, parse_resident_id
+from kernel.resident_id import check_matches_record, mask_resident_id, parse_resident_id
 from orders import schemas
 from orders.models import Elder
 
@@ -57,10 +57,7 @@ def _set_phone(elder: Elder, cipher: FieldCipher, phone: str | None) -> None:
 async def create_elder(session: AsyncSession, clock: Clock, cipher: FieldCipher, access: Access,
                        data: schemas.ElderCreate) -> Elder:
     rid = parse_resident_id(data.id_number)
-    try:
-        check_matches_record(rid, data.birth_date, data.gender)
-    except InvalidResidentId as exc:
-        raise Unprocessable(exc.message, code=exc.code) from exc
+    check_matches_record(rid, data.birth_date, data.gender)  # 422 id_number_mismatch
     if data.birth_date > clock.now().date():
         raise Unprocessable("birth_date is in the future", code="invalid_birth_date")
     id_number = cipher.protect(rid.number, context=ID_CONTEXT, masked=mask_resident_id(rid.number))
