@@ -61,7 +61,7 @@ class MqttSettings(BaseModel):
 class OutboxSettings(BaseModel):
     poll_interval_s: float = 0.2
     batch_size: int = 500
-    stream_key: str = "vnh:events"
+    stream_key: str = "events"  # under the redis prefix
     stream_maxlen: int = 100_000
 
 

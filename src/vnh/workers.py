@@ -17,7 +17,7 @@ log = logging.getLogger("vnh.workers")
 
 def redis_stream_publisher(runtime: Runtime) -> Publisher:
     """Publish to one Redis stream the console (and other live consumers) read; trimmed approximately."""
-    key = runtime.redis_key(runtime.settings.outbox.stream_key.removeprefix(runtime.settings.redis_prefix))
+    key = runtime.redis_key(runtime.settings.outbox.stream_key)
     maxlen = runtime.settings.outbox.stream_maxlen
 
     async def publish(events: Sequence[OutboxEvent]) -> None:
