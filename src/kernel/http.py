@@ -42,12 +42,17 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """One session per request; committed once, after the endpoint returned, before the response is sent."""
+    """One session per request, committed once when the endpoint returns.
+
+    `scope="function"` runs the commit before the response is built, so a failed commit is the caller's error
+    response; by default FastAPI would run it after the response was sent and a client would see a success for a
+    change that was rolled back (tests/vnh/test_unit_of_work.py).
+    """
     async with runtime.database.unit_of_work() as session:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_clock(runtime: RuntimeDep) -> Clock:

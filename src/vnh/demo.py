@@ -22,6 +22,7 @@ from datetime import date, time, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -144,7 +145,7 @@ def load_region(region_code: str) -> Region:
 _SURNAMES = (
     "王王王李李李张张张刘刘刘陈陈杨杨赵赵黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董程曹袁邓许傅沈曾彭吕"
     "苏卢蒋蔡贾丁魏薛叶阎余潘杜戴夏钟汪田任姜范方石姚谭邹熊金陆郝孔白崔康毛邱秦江史顾侯邵孟万段钱汤尹常武"
-    "乔贺乌云奇"
+    "乔贺"
 )
 _ELDER_GIVEN: dict[Gender, tuple[str, ...]] = {
     "male": ("建国", "国庆", "建华", "志强", "德明", "振华", "福生", "长青", "国华", "文华", "明亮", "玉林", "宝山",
@@ -325,20 +326,27 @@ def _age(birth: date, today: date) -> int:
 
 
 @dataclass(frozen=True)
-class _OrganisationPlan:
+class OrganisationPlan:
     name: str
     towns: tuple[Town, ...]
     caregivers: tuple[CaregiverCreate, ...]  # organization_id filled in when the organisation exists
 
 
 @dataclass(frozen=True)
-class _ElderPlan:
+class ElderPlan:
     data: ElderCreate
     devices: tuple[DeviceKind, ...]
 
 
+@dataclass(frozen=True)
+class DemoPlan:
+    region: Region
+    organisations: tuple[OrganisationPlan, ...]
+    elders: tuple[ElderPlan, ...]
+
+
 _BRANDS = ("福康", "颐康", "康乐", "安康", "颐和", "福寿", "乐龄", "爱心", "仁和", "康馨")
-_CERTIFICATES = (("none", 15), ("junior", 35), ("intermediate", 28), ("senior", 14), ("medical", 8))
+_CERTIFICATES = (("none", 18), ("junior", 36), ("intermediate", 28), ("senior", 14), ("medical", 4))
 _EVERYDAY_SKILLS = ("personal_care", "cleaning", "meal", "companionship", "visiting", "escort", "bathing")
 _WEEKDAYS = (1, 2, 3, 4, 5)
 
@@ -387,7 +395,7 @@ def _caregiver(world: _World, number: int, towns: Sequence[Town], *, medical_nur
     )
 
 
-def _plan_organisations(world: _World) -> list[_OrganisationPlan]:
+def _plan_organisations(world: _World) -> list[OrganisationPlan]:
     """Three organisations: the seat's public centre, a private company at the seat reaching half the other towns,
     and a rural station for the other half (in a city district: the same, with 街道 for towns)."""
     region, rng = world.region, world.rng
@@ -406,7 +414,7 @@ def _plan_organisations(world: _World) -> list[_OrganisationPlan]:
         for i in range(count):
             number += 1
             caregivers.append(_caregiver(world, number, towns, medical_nurse=i == 0))
-        plans.append(_OrganisationPlan(name=name, towns=towns, caregivers=tuple(caregivers)))
+        plans.append(OrganisationPlan(name=name, towns=towns, caregivers=tuple(caregivers)))
     return plans
 
 
@@ -472,7 +480,7 @@ def _address(world: _World, place: _Place) -> str:
             f"{rng.randint(1, 4)}单元{rng.randint(1, 6)}0{rng.randint(1, 4)}")
 
 
-def _elder(world: _World) -> _ElderPlan:
+def _elder(world: _World) -> ElderPlan:
     rng, region = world.rng, world.region
     # about half the elders live around the seat, the rest spread evenly (evenly everywhere without a seat)
     weights = [max(1, len(region.towns) - 1) if region.has_seat else 1] + [1] * (len(region.towns) - 1)
@@ -483,7 +491,7 @@ def _elder(world: _World) -> _ElderPlan:
     age = rng.choices(ages, weights=[math.exp(-(a - 65) / 12) for a in ages])[0]
     gender: Gender = "female" if rng.random() < 0.55 else "male"  # women outlive men
     birth = world.birth_date(age)
-    level = rng.choices(range(5), weights=(35, 25, 18, 12, 10) if age >= 80 else (60, 20, 10, 6, 4))[0]
+    level = rng.choices(range(5), weights=(40, 25, 17, 10, 8) if age >= 80 else (65, 20, 8, 4, 3))[0]
     m = world.minority
     speaks_minority = m is not None and rng.random() < m.elder_share
     if speaks_minority and m is not None:
@@ -510,7 +518,15 @@ def _elder(world: _World) -> _ElderPlan:
         devices.append("call_button")
     if rng.random() < (0.6 if {"shizhi", "duju"} & set(categories) or level >= 3 else 0.1):
         devices.append("wristband")
-    return _ElderPlan(data=data, devices=tuple(devices))
+    return ElderPlan(data=data, devices=tuple(devices))
+
+
+def plan_demo(region_code: str, *, seed: int, today: date) -> DemoPlan:
+    """The demo world as validated service inputs, the same for the same seed and day (ages count from `today`)."""
+    world = _World(load_region(region_code), seed, today)
+    organisations = tuple(_plan_organisations(world))
+    elders = tuple(_elder(world) for _ in range(ELDERS))
+    return DemoPlan(region=world.region, organisations=organisations, elders=elders)
 
 
 # --- writing it through the services ----------------------------------------------------------------------------------
@@ -522,7 +538,7 @@ def _staff_usernames() -> list[str]:
 
 
 def _demo_login_clause() -> ColumnElement[bool]:
-    return or_(User.username.in_(_staff_usernames()), User.username.like("cg-%"))
+    return or_(User.username.in_(_staff_usernames()), User.username.regexp_match("^cg-[0-9]{3}$"))
 
 
 async def _existing_summary(session: AsyncSession, default_region: str) -> DemoSummary:
@@ -561,7 +577,7 @@ async def seed_demo(runtime: Runtime, *, region_code: str = "150625", seed: int 
     CLI prints counts only). The world is reproducible for a given seed and day (ages are counted from the clock).
     """
     say = progress or (lambda _message: None)
-    region = load_region(region_code)
+    load_region(region_code)  # an unknown region fails before anything else
     async with runtime.database.unit_of_work() as session:
         if await session.scalar(select(User.id).where(User.username == ADMIN_USERNAME)) is not None:
             return await _existing_summary(session, region_code)
@@ -570,22 +586,22 @@ async def seed_demo(runtime: Runtime, *, region_code: str = "150625", seed: int 
             raise DemoSeedInterrupted(f"demo login {leftover} exists without {ADMIN_USERNAME}: an earlier demo "
                                       "seeding was interrupted; seed into an empty database")
 
-    world = _World(region, seed, runtime.clock.now().date())
-    organisations = _plan_organisations(world)
-    elders = [_elder(world) for _ in range(ELDERS)]
+    today = runtime.clock.now().astimezone(ZoneInfo(runtime.settings.timezone)).date()
+    plan = plan_demo(region_code, seed=seed, today=today)
+    region, organisations, elders = plan.region, plan.organisations, plan.elders
     clock, cipher, access = runtime.clock, runtime.cipher, _SEED_ACCESS
     org_admins: list[str] = []
     caregiver_logins: list[str] = []
 
-    for index, plan in enumerate(organisations, start=1):
-        say(f"organisation {index}/{len(organisations)}: {plan.name} with {len(plan.caregivers)} caregivers")
+    for index, org_plan in enumerate(organisations, start=1):
+        say(f"organisation {index}/{len(organisations)}: {org_plan.name} with {len(org_plan.caregivers)} caregivers")
         async with runtime.database.unit_of_work() as session:
             org = await create_organization(session, clock, access,
-                                            OrganizationCreate(name=plan.name, region_code=region.code))
+                                            OrganizationCreate(name=org_plan.name, region_code=region.code))
             admin = await create_user(session, clock, access, username=f"demo-org-{index}", password=DEMO_PASSWORD,
                                       role="org_admin", organization_id=org.id)
             org_admins.append(admin.username)
-            for data in plan.caregivers:
+            for data in org_plan.caregivers:
                 _, user = await create_caregiver(session, clock, cipher, access,
                                                  data.model_copy(update={"organization_id": str(org.id)}))
                 caregiver_logins.append(user.username)
