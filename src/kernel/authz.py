@@ -81,10 +81,11 @@ class Principal:
     region_code: str | None = None
     elder_ids: frozenset[str] = field(default_factory=frozenset)
     caregiver_id: str | None = None
+    system: bool = False  # the service itself acting (seeding, CLI), not a login
 
     @property
     def actor_id(self) -> str:
-        return f"user:{self.user_id}"
+        return f"system:{self.username}" if self.system else f"user:{self.user_id}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,13 @@ class Access:
 
     @property
     def role(self) -> str:
-        return self.principal.role
+        return "system" if self.principal.system else self.principal.role
+
+    @classmethod
+    def system(cls, name: str) -> Access:
+        """Full access for the service's own jobs (demo seeding, CLI); audited as `system:<name>`."""
+        principal = Principal(user_id=f"system:{name}", username=name, role="admin", system=True)
+        return cls(principal=principal, permission="system", scope="all")
 
     def covers(self, *, region_code: str | None = None, organization_id: str | uuid.UUID | None = None,
                elder_id: str | uuid.UUID | None = None, caregiver_id: str | uuid.UUID | None = None) -> bool:

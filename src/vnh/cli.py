@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
+import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -79,8 +81,31 @@ def _free_port(host: str, preferred: int) -> int:
             return int(sock.getsockname()[1])
 
 
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its own shutdown, which would kill the process before the embedded
+        servers are stopped; here a signal only asks the server to exit and `serve` cleans up."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    return GracefulServer
+
+
 async def _serve(args: argparse.Namespace) -> None:
     import uvicorn
+
+    _Server = _server_class()
 
     from vnh.app import create_app
 
@@ -100,7 +125,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 log.info("port %d is taken; serving on %d", DEFAULT_HTTP_PORT, port)
             config = uvicorn.Config(create_app(runtime), host=args.host, port=port, log_config=None,
                                     lifespan="on", proxy_headers=True, server_header=False)
-            server = uvicorn.Server(config)
+            server = _Server(config)
             log.info("vnh serving on http://%s:%d (database %s, redis %s, mqtt %s)", args.host, port,
                      redact_url(settings.app_url), settings.redis_url,
                      parse_mqtt_url(settings.mqtt_url).display if settings.mqtt_url else "-")

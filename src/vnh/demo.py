@@ -35,7 +35,7 @@ from dispatch.models import Caregiver, Organization
 from dispatch.registry import create_caregiver, create_organization
 from dispatch.schemas import CaregiverCreate, OrganizationCreate, Shift
 from kernel.auth import User, create_user
-from kernel.authz import Access, Principal, Role
+from kernel.authz import Access, Role
 from kernel.fields import GeoPoint
 from kernel.phones import InvalidPhone, normalise_contact_phone, normalise_mobile
 from kernel.runtime import Runtime
@@ -59,8 +59,7 @@ DEVICE_TOKENS_KEPT = 3  # per device kind, for the device simulator
 Gender = Literal["male", "female"]
 Progress = Callable[[str], None]
 
-_SEED_ACCESS = Access(principal=Principal(user_id="demo-seed", username="demo-seed", role="admin"),
-                      permission="demo.seed", scope="all")
+_SEED_ACCESS = Access.system("demo-seed")
 
 
 @dataclass(frozen=True)
