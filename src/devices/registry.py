@@ -83,8 +83,8 @@ async def revoke_device(session: AsyncSession, clock: Clock, access: Access, dev
 
 def to_schema(device: Device) -> schemas.Device:
     return schemas.Device(
-        device_id=device.device_id, kind=device.kind,  # type: ignore[arg-type]
-        elder_id=str(device.elder_id), status=device.status,  # type: ignore[arg-type]
+        device_id=device.device_id, kind=device.kind,
+        elder_id=str(device.elder_id), status=device.status,
         online=device.online, last_seen_at=device.last_seen_at, battery=device.battery,
         created_at=device.created_at,
     )

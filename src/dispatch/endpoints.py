@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from dispatch import registry, schemas
+from dispatch.models import Organization
 from kernel.authz import Access
 from kernel.http import CipherDep, ClockDep, SessionDep, authorize
 from kernel.pagination import Page
@@ -18,7 +19,7 @@ UpdateCaregiver = Annotated[Access, Depends(authorize("caregivers.update"))]
 ReadCaregivers = Annotated[Access, Depends(authorize("caregivers.read"))]
 
 
-def _org(org: registry.Organization) -> schemas.Organization:
+def _org(org: Organization) -> schemas.Organization:
     return schemas.Organization(id=str(org.id), name=org.name, region_code=org.region_code,
                                 created_at=org.created_at.isoformat())
 

@@ -140,9 +140,9 @@ async def list_caregivers(session: AsyncSession, access: Access, organization_id
 def to_schema(caregiver: Caregiver, user_id: uuid.UUID | None = None) -> schemas.Caregiver:
     return schemas.Caregiver(
         id=str(caregiver.id), organization_id=str(caregiver.organization_id), name=caregiver.name,
-        phone=caregiver.phone_masked, gender=caregiver.gender,  # type: ignore[arg-type]
+        phone=caregiver.phone_masked, gender=caregiver.gender,
         languages=caregiver.languages, skills=caregiver.skills,
-        certificate_level=caregiver.certificate_level,  # type: ignore[arg-type]
+        certificate_level=caregiver.certificate_level,
         home_base=(schemas.Point(lat=caregiver.home_lat, lon=caregiver.home_lon)
                    if caregiver.home_lat is not None and caregiver.home_lon is not None else None),
         shifts=[schemas.Shift.model_validate(s) for s in caregiver.shifts], active=caregiver.active,

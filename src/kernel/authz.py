@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, SQLColumnExpression, false, true
 
 from kernel.errors import NotFound, PermissionDenied
 from kernel.regions import scope_covers
@@ -127,8 +127,8 @@ class Access:
             return caregiver_id is not None and p.caregiver_id == str(caregiver_id)
         return False
 
-    def region_clause(self, region_col: ColumnElement[str], town_col: ColumnElement[str | None] | None = None
-                      ) -> ColumnElement[bool]:
+    def region_clause(self, region_col: SQLColumnExpression[str],
+                      town_col: SQLColumnExpression[str | None] | None = None) -> ColumnElement[bool]:
         """The SQL form of `covers(region_code=…)` for list queries (region and all scopes)."""
         if self.scope == "all":
             return true()

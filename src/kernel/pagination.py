@@ -41,8 +41,8 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def keyset(query: Select[tuple[T]], created_col: InstrumentedAttribute[datetime],
-           id_col: InstrumentedAttribute[uuid.UUID], cursor: str | None, limit: int) -> Select[tuple[T]]:
+def keyset(query: Select[T], created_col: InstrumentedAttribute[datetime],
+           id_col: InstrumentedAttribute[uuid.UUID], cursor: str | None, limit: int) -> Select[T]:
     """Newest first; fetch one more than asked to know whether there is a next page."""
     if cursor:
         created, rid = decode_cursor(cursor)

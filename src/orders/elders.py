@@ -188,7 +188,7 @@ async def reveal(session: AsyncSession, clock: Clock, cipher: FieldCipher, acces
 def to_schema(elder: Elder) -> schemas.Elder:
     return schemas.Elder(
         id=str(elder.id), name=elder.name, id_number=elder.id_number_masked, phone=elder.phone_masked,
-        gender=elder.gender,  # type: ignore[arg-type]
+        gender=elder.gender,
         birth_date=elder.birth_date, address=elder.address_masked, lat=elder.lat, lon=elder.lon,
         region_code=elder.region_code, town_code=elder.town_code, village_code=elder.village_code,
         categories=elder.categories, assessment_level=elder.assessment_level, languages=elder.languages,
