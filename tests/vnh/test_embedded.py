@@ -223,7 +223,7 @@ async def test_restart_keeps_data(servers: EmbeddedServers) -> None:
 
 def test_servers_of_a_killed_process_are_taken_over_and_stopped(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    orphan_maker = subprocess.Popen(  # noqa: S603 (our own interpreter and script)
+    orphan_maker = subprocess.Popen(
         [sys.executable, "-c", ORPHAN_SCRIPT, str(data_dir)], stdout=subprocess.PIPE, text=True
     )
     pids: dict[str, int] = {}
