@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -128,12 +129,21 @@ class FieldCipher:
         )
 
 
+_COUNTY = re.compile(r"(?<!自治)[旗县区]")  # 杭锦旗, 海淀区; not the 区 of 自治区
+_CITY = re.compile(r"市")  # county-level cities (赤水市, 伊宁市) end at their last 市
+
+
 def mask_address(address: str, keep: int = 6) -> str:
-    """District level only: the first characters (province/city/county), the rest hidden."""
+    """County level only (内蒙古自治区鄂尔多斯市杭锦旗****): enough to know the area, not the door."""
     address = address.strip()
-    if len(address) <= keep:
-        return address[:2] + "****"
-    return address[:keep] + "****"
+    head = address[:30]
+    county = _COUNTY.search(head, 2)
+    if county is not None:
+        return address[: county.end()] + "****"
+    cities = [m.end() for m in _CITY.finditer(head)]
+    if cities:
+        return address[: cities[-1]] + "****"
+    return (address[:keep] if len(address) > keep else address[:2]) + "****"
 
 
 def mask_name(name: str) -> str:

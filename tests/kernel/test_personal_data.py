@@ -57,3 +57,12 @@ def test_blind_index_is_stable_and_separated_per_field() -> None:
     cipher = _cipher()
     assert cipher.blind_index("x", context="a") == cipher.blind_index("x", context="a")
     assert cipher.blind_index("x", context="a") != cipher.blind_index("x", context="b")
+
+
+def test_addresses_are_masked_to_the_county() -> None:
+    from kernel.personal_data import mask_address
+
+    assert mask_address("内蒙古自治区鄂尔多斯市杭锦旗锡尼镇巴音乌素社区12号") == "内蒙古自治区鄂尔多斯市杭锦旗****"
+    assert mask_address("北京市海淀区中关村大街1号") == "北京市海淀区****"
+    assert mask_address("新疆维吾尔自治区伊犁哈萨克自治州伊宁市解放路1号") == "新疆维吾尔自治区伊犁哈萨克自治州伊宁市****"
+    assert "12" not in mask_address("锡尼镇12号")
