@@ -73,7 +73,7 @@ def _upgrade(conn: Connection, role: str, revision: str) -> None:
     apply_grants(conn, role)
 
 
-async def migrate(owner_url: str, role: str, revision: str = "head") -> None:
+async def migrate(owner_url: str, role: str, revision: str = "heads") -> None:
     engine = create_async_engine(asyncpg_url(owner_url), poolclass=NullPool)
     try:
         async with engine.connect() as conn:
