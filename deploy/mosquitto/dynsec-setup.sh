@@ -26,10 +26,11 @@ service=${VNH_SERVICE_USER:-vnh-service}
 service_password=${VNH_SERVICE_PASSWORD:?VNH_SERVICE_PASSWORD is required}
 
 # mosquitto_ctrl exits 0 even when a command is refused or the login fails, so success is read from
-# what it prints; its warning about running without TLS is dropped (the compose network is private).
+# what it prints. Dropped from its output: the warning about running without TLS (the compose network
+# is private) and the "already exists" answers of a re-run.
 ctrl() {
     mosquitto_ctrl -h "$host" -p "$port" -u "$admin" -P "$admin_password" dynsec "$@" 2>&1 \
-        | grep -v -e 'without encryption' -e 'including passwords' -e '^$' || true
+        | grep -v -e 'without encryption' -e 'including passwords' -e 'already exists' -e '^$' || true
 }
 
 # Wait for the broker and for a working admin login (the broker may still be starting).
@@ -68,6 +69,9 @@ ctrl addRoleACL "$role" publishClientSend "vnh/v1/devices/+/commands" allow
 # client is not bound to a client id.
 ctrl createClient "$service" -p "$service_password"
 ctrl setClientPassword "$service" "$service_password"
-ctrl addClientRole "$service" "$role"
+if ! ctrl getClient "$service" | grep -q "^Roles: *$role "; then
+    ctrl addClientRole "$service" "$role"
+fi
 
+ctrl getClient "$service" | grep -q "^Roles: *$role " || { echo "dynsec-setup: $service lacks role $role" >&2; exit 1; }
 echo "dynsec-setup: role $role and client $service are in place on $host:$port"

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, CheckConstraint, Float, ForeignKey, Index, String, Uuid, func
+from sqlalchemy import ARRAY, CheckConstraint, Float, ForeignKey, Index, String, Uuid, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kernel.db import Base, new_id
@@ -42,6 +42,10 @@ class Caregiver(Base):
     home_lon: Mapped[float | None] = mapped_column(Float)
     shifts: Mapped[list[Any]] = mapped_column(default=list)
     active: Mapped[bool] = mapped_column(default=True)
+    on_duty: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    duty_changed_at: Mapped[datetime | None]
+    rating_sum: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    rating_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
@@ -53,4 +57,33 @@ class Caregiver(Base):
         CheckConstraint("(home_lat IS NULL) = (home_lon IS NULL)", name="home_base_complete"),
         CheckConstraint("home_lat BETWEEN -90 AND 90 AND home_lon BETWEEN -180 AND 180", name="home_base_range"),
         Index("ix_caregivers_skills", "skills", postgresql_using="gin"),
+    )
+
+
+class Offer(Base):
+    """An offer of an order to one caregiver. At most one accepted offer per order: the partial unique index makes
+    "exactly one accept wins" a database fact, whatever the number of processes racing."""
+
+    __tablename__ = "offers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    caregiver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("caregivers.id"))
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    responded_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(500))
+    distance_m: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('loop','urgent','batch','manual')", name="kind_known"),
+        CheckConstraint("status IN ('pending','accepted','declined','expired','withdrawn')", name="status_known"),
+        Index("uq_offers_one_accept", "order_id", unique=True, postgresql_where=text("status = 'accepted'")),
+        Index("uq_offers_one_pending_each", "order_id", "caregiver_id", unique=True,
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_offers_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_offers_caregiver", "caregiver_id", "status"),
     )

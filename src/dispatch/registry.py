@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -148,3 +148,21 @@ def to_schema(caregiver: Caregiver, user_id: uuid.UUID | None = None) -> schemas
         shifts=[schemas.Shift.model_validate(s) for s in caregiver.shifts], active=caregiver.active,
         user_id=str(user_id) if user_id else None, created_at=caregiver.created_at.isoformat(),
     )
+
+
+async def organization_of_caregiver(session: AsyncSession, caregiver_id: uuid.UUID | None) -> uuid.UUID | None:
+    if caregiver_id is None:
+        return None
+    return await session.scalar(select(Caregiver.organization_id).where(Caregiver.id == caregiver_id))
+
+
+def caregivers_of_organization(organization_id: uuid.UUID) -> Select[uuid.UUID]:
+    """A subquery of the organisation's caregiver ids, for other domains' list filters."""
+    return select(Caregiver.id).where(Caregiver.organization_id == organization_id)
+
+
+async def record_rating(session: AsyncSession, caregiver_id: uuid.UUID, rating: int) -> None:
+    """An elder's rating feeds the caregiver's average (a matching input); one atomic increment."""
+    await session.execute(
+        update(Caregiver).where(Caregiver.id == caregiver_id)
+        .values(rating_sum=Caregiver.rating_sum + rating, rating_count=Caregiver.rating_count + 1))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -121,3 +121,67 @@ class Caregiver(BaseModel):
     active: bool
     user_id: str | None = None
     created_at: str
+
+
+class DutyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    on_duty: bool
+
+
+class Duty(BaseModel):
+    caregiver_id: str
+    on_duty: bool
+
+
+class OfferElder(BaseModel):
+    name: str = Field(description="masked")
+    address: str = Field(description="county level until accepted")
+
+
+class OfferOut(BaseModel):
+    id: str
+    order_id: str
+    status: Literal["pending", "accepted", "declined", "expired", "withdrawn"]
+    kind: str
+    expires_at: datetime
+    service_code: str
+    priority: str
+    distance_m: float | None
+    window_start: datetime
+    window_end: datetime
+    elder: OfferElder
+    visit_id: str | None = None
+
+
+class DeclineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", max_length=500)
+
+
+class CandidateOut(BaseModel):
+    caregiver_id: str
+    organization_id: str
+    score: float
+    distance_m: float
+    reasons: dict[str, float]
+    rating: float | None
+    visits_today: int
+    served_before: bool
+
+
+class Candidates(BaseModel):
+    order_id: str
+    considered: int
+    items: list[CandidateOut]
+
+
+class PositionOut(BaseModel):
+    caregiver_id: str
+    organization_id: str
+    name: str
+    lat: float | None
+    lon: float | None
+    position_at: datetime | None
+    age_s: float | None
+    stale: bool
+    busy: bool

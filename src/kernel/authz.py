@@ -58,6 +58,26 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "devices.revoke": {"admin": "all", "dispatcher": "region"},
     # catalogue
     "services.read": dict(_EVERYONE),
+    # orders, offers, visits
+    "orders.create": {"admin": "all", "dispatcher": "region", "elder": "own", "caregiver": "own"},
+    "orders.read": {
+        "admin": "all", "dispatcher": "region", "org_admin": "organization", "caregiver": "own", "elder": "own",
+        "auditor": "region",
+    },
+    "orders.cancel": {"admin": "all", "dispatcher": "region", "elder": "own"},
+    "orders.assign": {"admin": "all", "dispatcher": "region"},
+    "orders.candidates": {"admin": "all", "dispatcher": "region"},
+    "caregivers.positions": {"admin": "all", "dispatcher": "region"},
+    "caregivers.self": {"caregiver": "own"},
+    "offers.respond": {"caregiver": "own"},
+    "visits.work": {"caregiver": "own"},
+    "visits.read": {
+        "admin": "all", "dispatcher": "region", "org_admin": "organization", "caregiver": "own", "elder": "own",
+        "auditor": "region",
+    },
+    "visits.confirm": {"admin": "all", "dispatcher": "region", "elder": "own"},
+    "visits.exceptions.read": {"admin": "all", "dispatcher": "region", "auditor": "region"},
+    "visits.exceptions.resolve": {"admin": "all", "dispatcher": "region"},
     # supervision
     "audit.read": {"admin": "all", "auditor": "region"},
     "audit.verify": {"admin": "all", "auditor": "all"},

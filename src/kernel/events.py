@@ -56,7 +56,45 @@ class DeviceRevoked(EventPayload):
     elder_id: str
 
 
+class OrderChanged(EventPayload):
+    order_id: str
+    elder_id: str
+    region_code: str
+    status: str
+    previous_status: str | None
+    priority: str
+    service_code: str
+    caregiver_id: str | None = None
+
+
+class OfferChanged(EventPayload):
+    offer_id: str
+    order_id: str
+    caregiver_id: str
+    status: str
+    kind: str
+    expires_at: str
+
+
+class VisitChanged(EventPayload):
+    visit_id: str
+    order_id: str
+    caregiver_id: str
+    elder_id: str
+    region_code: str
+    status: str
+    flags: list[str] = []
+
+
+ORDER_STATUS_EVENTS = ("created", "dispatching", "offered", "assigned", "en_route", "in_service", "completed",
+                       "confirmed", "cancelled", "unfulfilled")
+OFFER_EVENTS = ("created", "accepted", "declined", "expired", "withdrawn")
+VISIT_EVENTS = ("departed", "checked_in", "checked_out", "confirmed", "flagged", "flag_resolved", "withdrawn")
+
 CATALOGUE: dict[str, type[EventPayload]] = {
+    **{f"orders.order.{status}": OrderChanged for status in ORDER_STATUS_EVENTS},
+    **{f"dispatch.offer.{verb}": OfferChanged for verb in OFFER_EVENTS},
+    **{f"orders.visit.{verb}": VisitChanged for verb in VISIT_EVENTS},
     "kernel.user.created": UserCreated,
     "dispatch.organization.created": OrganizationCreated,
     "dispatch.caregiver.created": CaregiverCreated,

@@ -82,3 +82,18 @@ async def migrate(owner_url: str, role: str, revision: str = "heads") -> None:
     finally:
         await engine.dispose()
     log.info("database migrated to %s; app role %s granted", revision, role)
+
+
+async def pending_heads(url: str) -> set[str]:
+    """Heads of the migration scripts the database has not reached (empty: the schema is current)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    engine = create_async_engine(asyncpg_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(lambda c: set(MigrationContext.configure(c).get_current_heads()))
+    finally:
+        await engine.dispose()
+    return set(script.get_heads()) - current

@@ -58,6 +58,39 @@ class MqttSettings(BaseModel):
     password: SecretStr | None = None
 
 
+class MatchingWeights(BaseModel):
+    """Score = what a match costs, lower is better (README, "Matching"). Distances in km; others in km-equivalents."""
+
+    distance_per_km: float = 1.0
+    continuity_bonus: float = 2.0  # minus this when the caregiver served the elder before
+    gender_mismatch: float = 3.0  # elder prefers the other gender
+    no_common_language: float = 4.0
+    rating_per_star: float = 0.5  # minus this per star above 3 (plus below)
+    per_visit_today: float = 0.3  # fair workload: each visit already assigned today
+
+
+class DispatchSettings(BaseModel):
+    radius_m: float = 10_000
+    position_max_age: timedelta = timedelta(minutes=10)
+    offer_timeout: timedelta = timedelta(minutes=3)
+    urgent_offer_timeout: timedelta = timedelta(seconds=60)
+    manual_offer_timeout: timedelta = timedelta(minutes=15)
+    batch_offer_timeout: timedelta = timedelta(hours=1)
+    urgent_k: int = 3
+    batch_horizon: timedelta = timedelta(hours=2)
+    batch_interval: timedelta = timedelta(minutes=5)
+    candidate_limit: int = 200
+    continuity_lookback: timedelta = timedelta(days=180)
+    weights: MatchingWeights = Field(default_factory=MatchingWeights)
+
+
+class VisitSettings(BaseModel):
+    far_check_in_m: float = 500
+    too_short_fraction: float = 0.5  # of the service's default duration
+    confirm_within: timedelta = timedelta(hours=24)
+    travel_speed_kmh: float = 60  # faster than this between two check-ins is impossible travel
+
+
 class OutboxSettings(BaseModel):
     poll_interval_s: float = 0.2
     batch_size: int = 500
@@ -85,6 +118,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    visits: VisitSettings = Field(default_factory=VisitSettings)
 
     @field_validator("timezone")
     @classmethod

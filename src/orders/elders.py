@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -15,8 +16,8 @@ from kernel.clock import Clock
 from kernel.errors import Conflict, NotFound, Unprocessable
 from kernel.geo import to_wgs84
 from kernel.outbox import emit
-from kernel.pagination import Page, encode_cursor, keyset
-from kernel.personal_data import FieldCipher, mask_address
+from kernel.pagination import encode_cursor, keyset
+from kernel.personal_data import FieldCipher, mask_address, mask_name
 from kernel.phones import mask_phone
 from kernel.resident_id import check_matches_record, mask_resident_id, parse_resident_id
 from orders import schemas
@@ -198,4 +199,29 @@ def to_schema(elder: Elder) -> schemas.Elder:
     )
 
 
-__all__ = ["Page", "create_elder", "list_elders", "load_elder", "read_elder", "reveal", "to_schema", "update_elder"]
+
+
+@dataclass(frozen=True)
+class ElderProfile:
+    """What dispatch needs of an elder to match: home, region, languages, preferences."""
+
+    id: uuid.UUID
+    lat: float
+    lon: float
+    region_code: str
+    languages: frozenset[str]
+    preferred_gender: str | None
+    name_masked: str
+    address_masked: str
+    device_ids: tuple[str, ...] = ()
+
+
+async def matching_profile(session: AsyncSession, elder_id: uuid.UUID) -> ElderProfile:
+    elder = await session.get(Elder, elder_id)
+    if elder is None:
+        raise NotFound("elder not found")
+    return ElderProfile(
+        id=elder.id, lat=elder.lat, lon=elder.lon, region_code=elder.region_code,
+        languages=frozenset(elder.languages), preferred_gender=elder.preferences.get("caregiver_gender"),
+        name_masked=mask_name(elder.name), address_masked=elder.address_masked,
+    )

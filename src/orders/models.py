@@ -1,4 +1,4 @@
-"""Elders and the service catalogue (orders and visits join them in a later migration)."""
+"""Elders, the service catalogue, orders with their history and idempotency keys, visits and their flags."""
 
 from __future__ import annotations
 
@@ -6,7 +6,19 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, CheckConstraint, Float, Index, SmallInteger, String, Uuid, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kernel.db import Base, new_id
@@ -82,4 +94,145 @@ class Elder(Base):
             name="categories_known",
         ),
         Index("ix_elders_created", "created_at", "id"),
+    )
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    elder_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("elders.id"), index=True)
+    service_code: Mapped[str] = mapped_column(ForeignKey("services.code"))
+    region_code: Mapped[str] = mapped_column(String(6), index=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    priority: Mapped[str] = mapped_column(String(6), default="normal")
+    channel: Mapped[str] = mapped_column(String(10))
+    asap: Mapped[bool]
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    scheduled: Mapped[bool] = mapped_column(default=False)  # waits for the batch assigner
+    planned_minutes: Mapped[int]
+    notes: Mapped[str | None] = mapped_column(String(1000))
+    price_fen: Mapped[int]
+    quota_fen: Mapped[int] = mapped_column(default=0)
+    copay_fen: Mapped[int]
+    program_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    service_month: Mapped[date]
+    assigned_caregiver_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    visit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('created','dispatching','offered','assigned','en_route','in_service','completed',"
+            "'confirmed','cancelled','unfulfilled')", name="status_known"),
+        CheckConstraint("priority IN ('normal','urgent')", name="priority_known"),
+        CheckConstraint("channel IN ('app','hotline','device','caregiver')", name="channel_known"),
+        CheckConstraint("window_end > window_start", name="window_ordered"),
+        CheckConstraint("price_fen >= 0 AND quota_fen >= 0 AND copay_fen >= 0 AND quota_fen + copay_fen = price_fen",
+                        name="price_split"),
+        CheckConstraint("planned_minutes > 0", name="planned_minutes_positive"),
+        Index("ix_orders_open_scheduled", "region_code", "window_start",
+              postgresql_where=text("scheduled AND status = 'created'")),
+        Index("ix_orders_created", "created_at", "id"),
+    )
+
+
+class OrderEvent(Base):
+    """Every transition of an order, with actor and time: the order's `history`."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12))
+    event: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class IdempotencyRecord(Base):
+    """`Idempotency-Key` of order intake, per caller: same key + same body → same order; other body → 409."""
+
+    __tablename__ = "idempotency_keys"
+
+    actor: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))
+    created_at: Mapped[datetime]
+
+
+class Visit(Base):
+    __tablename__ = "visits"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    caregiver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("caregivers.id"), index=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    elder_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("elders.id"), index=True)
+    service_code: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(12))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    assigned_at: Mapped[datetime]
+    departed_at: Mapped[datetime | None]
+    check_in_at: Mapped[datetime | None]
+    check_in_lat: Mapped[float | None] = mapped_column(Float)
+    check_in_lon: Mapped[float | None] = mapped_column(Float)
+    check_in_distance_m: Mapped[float | None] = mapped_column(Float)
+    check_out_at: Mapped[datetime | None]
+    check_out_lat: Mapped[float | None] = mapped_column(Float)
+    check_out_lon: Mapped[float | None] = mapped_column(Float)
+    duration_min: Mapped[int | None]
+    tasks_done: Mapped[list[Any]] = mapped_column(default=list)
+    notes: Mapped[str | None] = mapped_column(String(2000))
+    outcome: Mapped[str | None] = mapped_column(String(12))
+    actual_price_fen: Mapped[int | None]
+    confirmed_at: Mapped[datetime | None]
+    confirmed_via: Mapped[str | None] = mapped_column(String(10))
+    rating: Mapped[int | None] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(String(1000))
+    withdrawn_reason: Mapped[str | None] = mapped_column(String(500))
+    billing: Mapped[str] = mapped_column(String(10), default="pending")
+
+    __table_args__ = (
+        CheckConstraint("status IN ('assigned','en_route','in_service','completed','withdrawn')",
+                        name="status_known"),
+        CheckConstraint("outcome IN ('completed','elder_absent','aborted')", name="outcome_known"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
+        CheckConstraint("billing IN ('pending','held','captured','excluded')", name="billing_known"),
+        CheckConstraint("check_out_at IS NULL OR check_in_at IS NOT NULL", name="check_out_after_check_in"),
+        # one live visit per order; a withdrawn one stays as a record
+        Index("uq_visits_live_order", "order_id", unique=True, postgresql_where=text("status <> 'withdrawn'")),
+        Index("ix_visits_caregiver_window", "caregiver_id", "window_start"),
+    )
+
+
+VISIT_FLAGS = ("far_check_in", "too_short", "overlap", "no_confirmation", "impossible_travel")
+
+
+class VisitFlag(Base):
+    """An exception a dispatcher of the region resolves with a decision and a reason before billing."""
+
+    __tablename__ = "visit_flags"
+
+    visit_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("visits.id"), primary_key=True)
+    flag: Mapped[str] = mapped_column(String(20), primary_key=True)
+    raised_at: Mapped[datetime]
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    decision: Mapped[str | None] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        CheckConstraint("flag IN ('far_check_in','too_short','overlap','no_confirmation','impossible_travel')",
+                        name="flag_known"),
+        CheckConstraint("decision IN ('approved','rejected')", name="decision_known"),
+        CheckConstraint("(decision IS NULL) = (resolved_at IS NULL)", name="resolution_complete"),
+        Index("ix_visit_flags_open", "flag", postgresql_where=text("decision IS NULL")),
     )

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -162,3 +162,67 @@ class Service(BaseModel):
     required_skill: str | None
     min_certificate_level: str
     default_duration_min: int
+
+
+class Window(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @model_validator(mode="after")
+    def _aware(self) -> Window:
+        for value in (self.start, self.end):
+            if value is not None and value.tzinfo is None:
+                raise ValueError("window times need a UTC offset (RFC 3339)")
+        return self
+
+
+class OrderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    elder_id: str
+    service_code: str = Field(min_length=1, max_length=40)
+    window: Window | Literal["asap"] = "asap"
+    priority: Literal["normal", "urgent"] = "normal"
+    notes: str | None = Field(default=None, max_length=1000)
+    channel: Literal["app", "hotline", "device", "caregiver"] = "app"
+
+
+class HistoryEntry(BaseModel):
+    status: str
+    event: str
+    at: datetime
+    actor: str
+    reason: str | None = None
+
+
+class Order(BaseModel):
+    id: str
+    elder_id: str
+    service_code: str
+    region_code: str
+    status: str
+    priority: Literal["normal", "urgent"]
+    channel: str
+    window: Window | None
+    asap: bool
+    scheduled: bool
+    planned_minutes: int
+    notes: str | None
+    price_fen: int
+    quota_fen: int
+    copay_fen: int
+    program_id: str | None
+    assigned_caregiver_id: str | None
+    visit_id: str | None
+    created_at: datetime
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class AssignRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    caregiver_id: str

@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from devices.endpoints import router as devices_router
+from dispatch.endpoints import live_router as dispatch_live_router
 from dispatch.endpoints import router as dispatch_router
 from kernel.auth_endpoints import router as auth_router
 from kernel.http import RequestContextMiddleware, install_error_handlers
 from kernel.runtime import Runtime
 from orders.endpoints import router as orders_router
+from orders.order_endpoints import router as order_flow_router
 from supervision.endpoints import router as supervision_router
 from vnh.accounts import router as accounts_router
 from vnh.health import router as health_router
@@ -44,7 +46,8 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (health_router, auth_router, accounts_router, dispatch_router, orders_router, devices_router,
-                   supervision_router):
+    routers = (health_router, auth_router, accounts_router, dispatch_live_router, dispatch_router, orders_router,
+               order_flow_router, devices_router, supervision_router)
+    for router in routers:
         app.include_router(router)
     return app

@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kernel.audit import SystemActor, verify_chain
 from kernel.auth import create_user
@@ -25,7 +25,7 @@ from kernel.authz import ROLES
 from kernel.db import redact_url
 from kernel.errors import DomainError
 from kernel.logs import configure_logging
-from kernel.migrate import migrate
+from kernel.migrate import migrate, pending_heads
 from kernel.mqtt_probe import parse_mqtt_url
 from kernel.runtime import Runtime
 from kernel.settings import Settings, ensure_secrets
@@ -40,10 +40,12 @@ def _settings(data_dir: Path | None) -> Settings:
 
 
 @asynccontextmanager
-async def prepared(data_dir: Path | None, *, mqtt: bool, migrate_schema: bool = True
+async def prepared(data_dir: Path | None, *, mqtt: bool, migrate_schema: Literal["always", "auto"] = "auto"
                    ) -> AsyncIterator[tuple[Settings, dict[str, Any] | None]]:
     """Settings with every URL filled (embedded servers started or attached for the unset ones), secrets loaded,
-    the schema migrated. Stops on exit whatever embedded server this process started."""
+    the schema migrated ("auto": when owner credentials are at hand — the embedded server or
+    VNH_DATABASE_OWNER_URL — and otherwise checked to be current). Stops on exit whatever embedded server this
+    process started."""
     settings = _settings(data_dir)
     wanted = {
         "database": settings.database_url is None,
@@ -63,8 +65,14 @@ async def prepared(data_dir: Path | None, *, mqtt: bool, migrate_schema: bool = 
         }
     try:
         ensure_secrets(settings)
-        if migrate_schema:
+        if migrate_schema == "always" or wanted["database"] or settings.database_owner_url:
             await migrate(settings.owner_url, settings.database.app_role)
+        else:
+            # Only the app role's URL: it may not migrate (deploy/ keeps owner credentials to the migrate job).
+            pending = await pending_heads(settings.app_url)
+            if pending:
+                raise SystemExit(f"the database schema is behind ({', '.join(sorted(pending))} pending): run "
+                                 "`vnh migrate` with VNH_DATABASE_OWNER_URL, or set it for serve")
         yield settings, described
     finally:
         if embedded is not None:
@@ -137,7 +145,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 async def _migrate(args: argparse.Namespace) -> None:
-    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+    async with prepared(args.data_dir, mqtt=False, migrate_schema="always") as (settings, _):
         print(f"migrated {redact_url(settings.owner_url)}; app role {settings.database.app_role}")
 
 
