@@ -108,3 +108,30 @@ async def register_device(rt: Runtime, elder: Elder, device_id: str | None = Non
             s, rt.clock, rt.cipher, admin_access(),
             DeviceCreate(device_id=device_id, kind=kind, elder_id=str(elder.id)))  # type: ignore[arg-type]
         return device.device_id, token
+
+
+async def on_duty(rt: Runtime, caregiver: Caregiver, lat: float, lon: float) -> None:
+    """Put a caregiver on duty at a position (as the app's duty and location calls do)."""
+    from dispatch import live
+
+    async with rt.database.unit_of_work() as s:
+        row = await s.get(Caregiver, caregiver.id)
+        assert row is not None
+        row.on_duty = True
+    await live.set_duty(rt, caregiver.id, True)
+    await live.set_position(rt, caregiver.id, lat, lon, rt.clock.now())
+
+
+async def caregiver_headers(rt: Runtime, caregiver: Caregiver) -> dict[str, str]:
+    from kernel.authz import Principal
+
+    principal = Principal(user_id=str(caregiver.id), username=f"cg-{caregiver.id}", role="caregiver",
+                          organization_id=str(caregiver.organization_id), caregiver_id=str(caregiver.id))
+    return {"Authorization": f"Bearer {rt.tokens.issue(principal)}"}
+
+
+def offset(lat: float, lon: float, north_m: float = 0, east_m: float = 0) -> tuple[float, float]:
+    """A point so many metres north/east of another (small distances)."""
+    import math
+
+    return lat + north_m / 111_320, lon + east_m / (111_320 * math.cos(math.radians(lat)))

@@ -171,7 +171,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=500,
             content=error_body("internal_error", "internal error; quote the request id",
-                               {"request_id": request_id_var.get()}),
+                               {"request_id": request_id_var.get() or getattr(request.state, "request_id", None)}),
         )
 
     app.add_exception_handler(DomainError, on_domain_error)
@@ -193,6 +193,8 @@ class RequestContextMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming[:64] if incoming and incoming.isascii() and incoming.isprintable() else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        # the 500 handler runs outside this middleware (Starlette's ServerErrorMiddleware): it reads the id here
+        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
 

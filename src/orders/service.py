@@ -109,7 +109,7 @@ async def create_order(session: AsyncSession, rt: Runtime, actor: Actor, intake:
         if not 1 <= len(idempotency_key) <= 200:
             raise Unprocessable("Idempotency-Key must be 1-200 characters", code="invalid_idempotency_key")
         await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(
-            f"{actor.actor_id}\x00{idempotency_key}", 0))))
+            f"{actor.actor_id}\n{idempotency_key}", 0))))
         existing = await session.get(IdempotencyRecord, (actor.actor_id, idempotency_key))
         if existing is not None:
             if existing.request_hash != fingerprint:

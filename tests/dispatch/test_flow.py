@@ -1,0 +1,252 @@
+"""The whole dispatch flow over HTTP: intake → offers → accept → visit → confirmation, and its off-ramps."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from dispatch.offers import expire_due_offers
+from kernel.clock import ManualClock
+from kernel.geo import from_wgs84
+from kernel.runtime import Runtime
+from orders.models import Elder
+from tests.conftest import login_headers
+from tests.factories import (
+    XINI_TOWN,
+    caregiver_headers,
+    create_caregiver,
+    create_elder,
+    create_organization,
+    offset,
+    on_duty,
+)
+
+
+class World:
+    def __init__(self, rt: Runtime, client: httpx.AsyncClient, elder: Elder, caregivers: list[Any],
+                 dispatcher: dict[str, str], family: dict[str, str]) -> None:
+        self.rt, self.client, self.elder, self.caregivers = rt, client, elder, caregivers
+        self.dispatcher, self.family = dispatcher, family
+
+    async def order(self, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
+        payload = {"elder_id": str(self.elder.id), "service_code": "daily_care", "channel": "app", **body}
+        response = await self.client.post("/v1/orders", json=payload, headers=headers or self.dispatcher)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    async def offers_of(self, index: int) -> list[dict[str, Any]]:
+        response = await self.client.get("/v1/caregivers/me/offers",
+                                         headers=await caregiver_headers(self.rt, self.caregivers[index]))
+        return list(response.json()["items"])
+
+    async def as_cg(self, index: int) -> dict[str, str]:
+        return await caregiver_headers(self.rt, self.caregivers[index])
+
+
+@pytest.fixture
+async def world(runtime: Runtime, client: httpx.AsyncClient) -> World:
+    """An elder at 锡尼镇 and three qualified caregivers on duty 300 m, 1 km and 3 km away."""
+    org = await create_organization(runtime)
+    elder = await create_elder(runtime, lat=XINI_TOWN[0], lon=XINI_TOWN[1], preferences={})
+    caregivers = []
+    for metres in (300, 1000, 3000):
+        cg = await create_caregiver(runtime, org, skills=["personal_care"], certificate_level="junior")
+        await on_duty(runtime, cg, *offset(*XINI_TOWN, north_m=metres))
+        caregivers.append(cg)
+    dispatcher = await login_headers(runtime, "dispatcher", region_code="150625")
+    family = await login_headers(runtime, "elder", elder_ids=[elder.id])
+    return World(runtime, client, elder, caregivers, dispatcher, family)
+
+
+async def test_an_asap_order_is_offered_to_the_nearest_qualified_caregiver(world: World) -> None:
+    order = await world.order(headers=world.family)
+    assert order["status"] == "offered"
+    assert [h["status"] for h in order["history"]] == ["created", "dispatching", "offered"]
+    assert order["price_fen"] == 4500 and order["copay_fen"] == 4500 and order["quota_fen"] == 0
+    offers = await world.offers_of(0)
+    assert len(offers) == 1 and offers[0]["order_id"] == order["id"]
+    assert 250 < offers[0]["distance_m"] < 350
+    assert offers[0]["elder"]["name"].endswith("*") and "12号" not in offers[0]["elder"]["address"]
+    assert await world.offers_of(1) == []
+
+
+async def test_accept_creates_the_visit_and_the_visit_runs_to_confirmation(world: World) -> None:
+    rt, client = world.rt, world.client
+    order = await world.order(headers=world.family)
+    offer = (await world.offers_of(0))[0]
+    cg = await world.as_cg(0)
+    accepted = await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)
+    assert accepted.status_code == 200, accepted.text
+    visit_id = accepted.json()["visit_id"]
+    assert accepted.json()["elder"]["address"]  # still masked to the county
+    assert (await client.get(f"/v1/orders/{order['id']}", headers=world.family)).json()["status"] == "assigned"
+    assert (await client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
+    assert isinstance(rt.clock, ManualClock)
+    rt.clock.advance(600)
+    # the phone reports GCJ-02, ~500 m off WGS-84: converted, so the check-in is not "far"
+    gcj = from_wgs84(world.elder.lat, world.elder.lon, "gcj02")
+    checked_in = await client.post(f"/v1/visits/{visit_id}/check-in",
+                                   json={"lat": gcj[0], "lon": gcj[1], "crs": "gcj02"}, headers=cg)
+    assert checked_in.status_code == 200, checked_in.text
+    assert checked_in.json()["check_in_distance_m"] < 5
+    assert checked_in.json()["flags"] == []
+    rt.clock.advance(65 * 60)
+    out = await client.post(f"/v1/visits/{visit_id}/check-out",
+                            json={"lat": world.elder.lat, "lon": world.elder.lon, "tasks_done": ["助浴", "整理床铺"]},
+                            headers=cg)
+    assert out.status_code == 200, out.text
+    assert out.json()["duration_min"] == 65 and out.json()["status"] == "completed"
+    confirmed = await client.post(f"/v1/visits/{visit_id}/confirm", json={"rating": 5, "comment": "很好"},
+                                  headers=world.family)
+    assert confirmed.status_code == 200, confirmed.text
+    final = (await client.get(f"/v1/orders/{order['id']}", headers=world.family)).json()
+    assert final["status"] == "confirmed"
+    assert [h["status"] for h in final["history"]][-5:] == ["assigned", "en_route", "in_service", "completed",
+                                                             "confirmed"]
+    again = await client.post(f"/v1/visits/{visit_id}/confirm", json={"rating": 4}, headers=world.family)
+    assert again.status_code == 409
+
+
+async def test_decline_offers_the_next_nearest_and_nobody_left_goes_to_the_dispatcher(world: World) -> None:
+    order = await world.order()
+    for index in range(3):
+        offers = await world.offers_of(index)
+        assert len(offers) == 1, index
+        declined = await world.client.post(f"/v1/offers/{offers[0]['id']}/decline", json={"reason": "忙"},
+                                           headers=await world.as_cg(index))
+        assert declined.status_code == 200
+    final = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
+    assert final["status"] == "unfulfilled"
+    assert final["history"][-1]["reason"] == "no qualified caregiver left"
+
+
+async def test_an_unanswered_offer_expires_and_moves_on(world: World) -> None:
+    await world.order()
+    assert len(await world.offers_of(0)) == 1
+    assert isinstance(world.rt.clock, ManualClock)
+    world.rt.clock.advance(world.rt.settings.dispatch.offer_timeout + timedelta(seconds=1))
+    assert await expire_due_offers(world.rt) == 1
+    assert await world.offers_of(0) == []
+    assert len(await world.offers_of(1)) == 1
+
+
+async def test_an_expired_offer_cannot_be_accepted(world: World) -> None:
+    await world.order()
+    offer = (await world.offers_of(0))[0]
+    assert isinstance(world.rt.clock, ManualClock)
+    world.rt.clock.advance(world.rt.settings.dispatch.offer_timeout + timedelta(seconds=1))
+    late = await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=await world.as_cg(0))
+    assert late.status_code == 409 and late.json()["error"]["code"] == "offer_not_pending"
+
+
+async def test_urgent_orders_go_to_k_at_once_and_the_first_accept_wins(world: World) -> None:
+    order = await world.order(priority="urgent")
+    offers = [(await world.offers_of(i))[0] for i in range(3)]
+    assert {o["priority"] for o in offers} == {"urgent"}
+    second = await world.client.post(f"/v1/offers/{offers[1]['id']}/accept", headers=await world.as_cg(1))
+    assert second.status_code == 200
+    first = await world.client.post(f"/v1/offers/{offers[0]['id']}/accept", headers=await world.as_cg(0))
+    assert first.status_code == 409
+    final = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
+    assert final["assigned_caregiver_id"] == str(world.caregivers[1].id)
+
+
+async def test_elder_apps_may_not_ask_for_urgent(world: World) -> None:
+    response = await world.client.post("/v1/orders", headers=world.family, json={
+        "elder_id": str(world.elder.id), "service_code": "daily_care", "priority": "urgent"})
+    assert response.status_code == 403 and response.json()["error"]["code"] == "priority_not_allowed"
+
+
+async def test_the_same_idempotency_key_gives_the_same_order(world: World) -> None:
+    body = {"elder_id": str(world.elder.id), "service_code": "cleaning"}
+    headers = {**world.family, "Idempotency-Key": "req-42"}
+    first = await world.client.post("/v1/orders", json=body, headers=headers)
+    again = await world.client.post("/v1/orders", json=body, headers=headers)
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    other = await world.client.post("/v1/orders", json={**body, "service_code": "bathing"}, headers=headers)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
+
+
+async def test_a_caregiver_sees_and_touches_only_its_own_offers(world: World) -> None:
+    await world.order()
+    offer = (await world.offers_of(0))[0]
+    stolen = await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=await world.as_cg(1))
+    assert stolen.status_code == 404
+
+
+async def test_cancel_is_allowed_until_the_caregiver_sets_off(world: World) -> None:
+    order = await world.order(headers=world.family)
+    offer = (await world.offers_of(0))[0]
+    accepted = await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=await world.as_cg(0))
+    await world.client.post(f"/v1/visits/{accepted.json()['visit_id']}/depart", headers=await world.as_cg(0))
+    late = await world.client.post(f"/v1/orders/{order['id']}/cancel", json={"reason": "不需要了"},
+                                   headers=world.family)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "invalid_state"
+    fresh = await world.order(headers=world.family)
+    cancelled = await world.client.post(f"/v1/orders/{fresh['id']}/cancel", json={"reason": "不需要了"},
+                                        headers=world.family)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    for index in range(3):
+        assert all(o["order_id"] != fresh["id"] for o in await world.offers_of(index))
+
+
+async def test_a_far_check_in_is_flagged_and_waits_for_a_dispatcher(world: World) -> None:
+    await world.order()
+    offer = (await world.offers_of(0))[0]
+    cg = await world.as_cg(0)
+    visit_id = (await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
+    far = offset(world.elder.lat, world.elder.lon, north_m=2000)
+    checked_in = await world.client.post(f"/v1/visits/{visit_id}/check-in", json={"lat": far[0], "lon": far[1]},
+                                         headers=cg)
+    assert checked_in.json()["flags"] == ["far_check_in"]
+    assert isinstance(world.rt.clock, ManualClock)
+    world.rt.clock.advance(3600)
+    out = await world.client.post(f"/v1/visits/{visit_id}/check-out", json={"lat": far[0], "lon": far[1]},
+                                  headers=cg)
+    assert out.json()["billing"] == "held"
+    queue = (await world.client.get("/v1/visits/exceptions", headers=world.dispatcher)).json()["items"]
+    assert [v["id"] for v in queue] == [visit_id]
+    resolved = await world.client.post(f"/v1/visits/{visit_id}/flags/far_check_in/resolve",
+                                       json={"decision": "rejected", "reason": "定位显示未到老人家"},
+                                       headers=world.dispatcher)
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["open_flags"] == [] and resolved.json()["billing"] == "excluded"
+    assert (await world.client.get("/v1/visits/exceptions", headers=world.dispatcher)).json()["items"] == []
+
+
+async def test_dispatcher_assignment_reaches_the_chosen_caregiver_and_a_decline_returns_it(world: World) -> None:
+    order = await world.order()
+    ranked = await world.client.get(f"/v1/orders/{order['id']}/candidates", headers=world.dispatcher)
+    assert ranked.status_code == 200
+    # the nearest has the pending offer and is excluded from nothing; the ranking explains itself
+    assert all("distance" in c["reasons"] for c in ranked.json()["items"])
+    chosen = world.caregivers[2]
+    assigned = await world.client.post(f"/v1/orders/{order['id']}/assign", json={"caregiver_id": str(chosen.id)},
+                                       headers=world.dispatcher)
+    assert assigned.status_code == 201, assigned.text
+    assert await world.offers_of(0) == []
+    manual = await world.offers_of(2)
+    assert manual[0]["kind"] == "manual"
+    await world.client.post(f"/v1/offers/{manual[0]['id']}/decline", json={"reason": "太远"},
+                            headers=await world.as_cg(2))
+    final = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
+    assert final["status"] == "unfulfilled"
+
+
+async def test_scheduled_orders_wait_for_the_batch(world: World) -> None:
+    start = (world.rt.clock.now() + timedelta(days=1)).isoformat()
+    order = await world.order(window={"start": start})
+    assert order["status"] == "created" and order["scheduled"] is True
+    for index in range(3):
+        assert await world.offers_of(index) == []
+
+
+async def test_a_hotline_callback_goes_to_the_dispatcher_queue(world: World) -> None:
+    order = await world.order(service_code="hotline_callback", channel="hotline")
+    assert order["status"] == "unfulfilled"
+    for index in range(3):
+        assert await world.offers_of(index) == []
