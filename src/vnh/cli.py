@@ -177,6 +177,20 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if verdict.intact else 1
 
 
+async def _dispatch_batch(args: argparse.Namespace) -> None:
+    from dispatch.batch import assign_batch
+
+    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.database.unit_of_work() as session:
+                report = await assign_batch(session, runtime, region_code=args.region_code)
+        finally:
+            await runtime.close()
+    print(f"batch: {report.orders} scheduled orders in {report.slots} slots; {report.offered} offered, "
+          f"{report.without_candidate} without a candidate")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vnh", description="vnh: virtual nursing home service dispatch")
     common = argparse.ArgumentParser(add_help=False)
@@ -197,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--region-code", default=None, help="dispatcher, auditor, finance: their region")
     user.add_argument("--password", default=None, help="default: prompt, or one line from stdin")
 
+    dispatch = sub.add_parser("dispatch", help="dispatch tools")
+    dispatch_sub = dispatch.add_subparsers(dest="dispatch_command", required=True)
+    batch = dispatch_sub.add_parser("batch", parents=[common], help="offer open scheduled orders now (min-cost)")
+    batch.add_argument("--region-code", default=None)
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", parents=[common], help="check the hash chain of the audit log")
@@ -213,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_migrate(args))
         elif args.command == "create-user":
             asyncio.run(_create_user(args))
+        elif args.command == "dispatch":
+            asyncio.run(_dispatch_batch(args))
         elif args.command == "audit":
             return asyncio.run(_audit_verify(args))
     except DomainError as exc:

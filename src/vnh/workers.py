@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from kernel.audit import seal_pending
 from kernel.outbox import OutboxEvent, OutboxRelay, Publisher
@@ -66,6 +66,31 @@ async def run_sealer(runtime: Runtime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval)
 
 
+async def _every(name: str, interval: float, stop: asyncio.Event, step: Callable[[], Awaitable[object]]) -> None:
+    """Run `step` every `interval` seconds until stopped; a failure is logged and retried on the next tick."""
+    while not stop.is_set():
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed; retrying", name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def run_batch_once(runtime: Runtime) -> int:
+    from dispatch.batch import assign_batch
+
+    async with runtime.database.unit_of_work() as session:
+        return (await assign_batch(session, runtime)).offered
+
+
+async def raise_missing_confirmations_once(runtime: Runtime) -> int:
+    from orders.visits import raise_missing_confirmations
+
+    async with runtime.database.unit_of_work() as session:
+        return await raise_missing_confirmations(session, runtime)
+
+
 class Workers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -74,9 +99,17 @@ class Workers:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        from dispatch.offers import expire_due_offers
+
+        rt, stop = self.runtime, self.stop
         self._tasks = [
-            asyncio.create_task(self.relay.run(self.stop), name="outbox-relay"),
-            asyncio.create_task(run_sealer(self.runtime, self.stop), name="audit-sealer"),
+            asyncio.create_task(self.relay.run(stop), name="outbox-relay"),
+            asyncio.create_task(run_sealer(rt, stop), name="audit-sealer"),
+            asyncio.create_task(_every("offer expiry", 1.0, stop, lambda: expire_due_offers(rt)), name="offers"),
+            asyncio.create_task(_every("batch assigner", rt.settings.dispatch.batch_interval.total_seconds(), stop,
+                                       lambda: run_batch_once(rt)), name="batch"),
+            asyncio.create_task(_every("no-confirmation", 60.0, stop, lambda: raise_missing_confirmations_once(rt)),
+                                name="confirmations"),
         ]
 
     async def close(self) -> None:

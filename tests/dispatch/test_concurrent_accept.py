@@ -1,0 +1,77 @@
+"""Exactly one accept wins when several processes accept offers of one urgent order at the same instant."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from dispatch.models import Offer
+from kernel.audit import SystemActor
+from kernel.runtime import Runtime
+from orders.models import Visit
+from orders.service import Intake, create_order
+from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
+
+WORKER = Path(__file__).with_name("accept_worker.py")
+
+
+def _env(rt: Runtime) -> dict[str, str]:
+    s = rt.settings
+    assert s.auth.jwt_secret and s.crypto.blind_index_key and s.audit.key
+    return {
+        **os.environ,
+        "DATABASE_URL": s.app_url, "REDIS_URL": s.redis_url or "",
+        "VNH_REDIS_PREFIX": s.redis_prefix,
+        "VNH_AUTH__JWT_SECRET": s.auth.jwt_secret.get_secret_value(),
+        "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in s.crypto.keys.items()}),
+        "VNH_CRYPTO__ACTIVE_KEY": s.crypto.active_key or "k1",
+        "VNH_CRYPTO__BLIND_INDEX_KEY": s.crypto.blind_index_key.get_secret_value(),
+        "VNH_AUDIT__KEY": s.audit.key.get_secret_value(),
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+async def test_one_of_several_processes_accepting_at_once_wins(committed_runtime: Runtime) -> None:
+    rt = committed_runtime
+    rt.settings.dispatch.urgent_k = 4
+    org = await create_organization(rt)
+    elder = await create_elder(rt, lat=XINI_TOWN[0], lon=XINI_TOWN[1], preferences={})
+    caregivers = []
+    for i in range(4):
+        cg = await create_caregiver(rt, org, skills=["personal_care"])
+        await on_duty(rt, cg, *offset(*XINI_TOWN, north_m=200 * (i + 1)))
+        caregivers.append(cg)
+    async with rt.database.unit_of_work() as s:
+        order, _ = await create_order(s, rt, SystemActor("test"), Intake(
+            elder_id=elder.id, service_code="daily_care", window="asap", priority="urgent", channel="hotline"))
+    async with rt.database.unit_of_work() as s:
+        offers = (await s.scalars(select(Offer).where(Offer.order_id == order.id))).all()
+    assert len(offers) == 4
+    by_caregiver = {cg.id: cg for cg in caregivers}
+    start_at = time.time() + 3.0
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), json.dumps({
+            "offer_id": str(o.id), "caregiver_id": str(o.caregiver_id),
+            "organization_id": str(by_caregiver[o.caregiver_id].organization_id),
+            "clock": rt.clock.now().isoformat(), "start_at": str(start_at)})],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(rt))
+        for o in offers
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(r["ok"] for r in results) == 1, results
+    assert sorted(r["code"] for r in results if not r["ok"]) == ["offer_not_pending"] * 3
+    async with rt.database.unit_of_work() as s:
+        accepted = await s.scalar(select(func.count()).select_from(Offer).where(
+            Offer.order_id == order.id, Offer.status == "accepted"))
+        live_visits = await s.scalar(select(func.count()).select_from(Visit).where(Visit.order_id == order.id))
+    assert accepted == 1 and live_visits == 1
