@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from sqlalchemy import func, select
+from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
 
 from dispatch.models import Offer
 from kernel.audit import SystemActor
 from kernel.runtime import Runtime
 from orders.models import Visit
 from orders.service import Intake, create_order
-from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
 
 WORKER = Path(__file__).with_name("accept_worker.py")
 
@@ -56,18 +56,19 @@ async def test_one_of_several_processes_accepting_at_once_wins(committed_runtime
     by_caregiver = {cg.id: cg for cg in caregivers}
     start_at = time.time() + 3.0
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), json.dumps({
-            "offer_id": str(o.id), "caregiver_id": str(o.caregiver_id),
-            "organization_id": str(by_caregiver[o.caregiver_id].organization_id),
-            "clock": rt.clock.now().isoformat(), "start_at": str(start_at)})],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(rt))
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(WORKER), json.dumps({
+                "offer_id": str(o.id), "caregiver_id": str(o.caregiver_id),
+                "organization_id": str(by_caregiver[o.caregiver_id].organization_id),
+                "clock": rt.clock.now().isoformat(), "start_at": str(start_at)}),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(rt))
         for o in offers
     ]
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
     assert sum(r["ok"] for r in results) == 1, results
     assert sorted(r["code"] for r in results if not r["ok"]) == ["offer_not_pending"] * 3
     async with rt.database.unit_of_work() as s:

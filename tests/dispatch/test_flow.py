@@ -7,12 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-from dispatch.offers import expire_due_offers
-from kernel.clock import ManualClock
-from kernel.geo import from_wgs84
-from kernel.runtime import Runtime
-from orders.models import Elder
 from tests.conftest import login_headers
 from tests.factories import (
     XINI_TOWN,
@@ -23,6 +17,12 @@ from tests.factories import (
     offset,
     on_duty,
 )
+
+from dispatch.offers import expire_due_offers
+from kernel.clock import ManualClock
+from kernel.geo import from_wgs84
+from kernel.runtime import Runtime
+from orders.models import Elder
 
 
 class World:
