@@ -64,5 +64,6 @@ def test_addresses_are_masked_to_the_county() -> None:
 
     assert mask_address("内蒙古自治区鄂尔多斯市杭锦旗锡尼镇巴音乌素社区12号") == "内蒙古自治区鄂尔多斯市杭锦旗****"
     assert mask_address("北京市海淀区中关村大街1号") == "北京市海淀区****"
-    assert mask_address("新疆维吾尔自治区伊犁哈萨克自治州伊宁市解放路1号") == "新疆维吾尔自治区伊犁哈萨克自治州伊宁市****"
+    yining = "新疆维吾尔自治区伊犁哈萨克自治州伊宁市"
+    assert mask_address(yining + "解放路1号") == yining + "****"
     assert "12" not in mask_address("锡尼镇12号")
