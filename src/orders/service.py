@@ -280,3 +280,24 @@ __all__ = [
     "to_schema",
     "visible_order",
 ]
+
+
+async def lapse_unserved_orders(rt: Runtime, *, limit: int = 200) -> int:
+    """Orders whose window ended while nobody had taken them are cancelled by the system and their quota released
+    (decisions §3); each in a transaction of its own."""
+    async with rt.database.unit_of_work() as session:
+        due = list((await session.scalars(select(Order.id).where(
+            Order.status.in_(("created", "dispatching", "offered", "unfulfilled")),
+            Order.window_end <= rt.clock.now()).limit(limit))).all())
+    from dispatch import offers
+
+    for order_id in due:
+        async with rt.database.unit_of_work() as session:
+            order = await load_order(session, order_id, for_update=True)
+            if order.status not in ("created", "dispatching", "offered", "unfulfilled") \
+                    or order.window_end > rt.clock.now():
+                continue
+            await offers.withdraw_pending(session, rt, order.id, "window passed")
+            await apply_event(session, rt, order, "cancel", "system:orders", "window passed unserved")
+            await billing.release(session, rt.clock, order)
+    return len(due)

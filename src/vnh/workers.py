@@ -100,6 +100,7 @@ class Workers:
 
     def start(self) -> None:
         from dispatch.offers import expire_due_offers
+        from orders.service import lapse_unserved_orders
 
         rt, stop = self.runtime, self.stop
         self._tasks = [
@@ -110,6 +111,8 @@ class Workers:
                                        lambda: run_batch_once(rt)), name="batch"),
             asyncio.create_task(_every("no-confirmation", 60.0, stop, lambda: raise_missing_confirmations_once(rt)),
                                 name="confirmations"),
+            asyncio.create_task(_every("unserved windows", 60.0, stop, lambda: lapse_unserved_orders(rt)),
+                                name="lapse"),
         ]
 
     async def close(self) -> None:

@@ -250,3 +250,26 @@ async def test_a_hotline_callback_goes_to_the_dispatcher_queue(world: World) -> 
     assert order["status"] == "unfulfilled"
     for index in range(3):
         assert await world.offers_of(index) == []
+
+
+async def test_a_withdrawn_visit_goes_to_the_next_caregiver(world: World) -> None:
+    order = await world.order()
+    offer = (await world.offers_of(0))[0]
+    cg = await world.as_cg(0)
+    visit_id = (await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
+    withdrawn = await world.client.post(f"/v1/visits/{visit_id}/withdraw", json={"reason": "身体不适"}, headers=cg)
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "withdrawn"
+    assert [o["order_id"] for o in await world.offers_of(1)] == [order["id"]]
+    current = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
+    assert current["status"] == "offered" and current["visit_id"] is None
+
+
+async def test_an_order_whose_window_passes_unserved_is_cancelled_by_the_system(world: World) -> None:
+    from orders.service import lapse_unserved_orders
+
+    order = await world.order(service_code="hotline_callback", channel="hotline")
+    assert isinstance(world.rt.clock, ManualClock)
+    world.rt.clock.advance(timedelta(hours=3))
+    assert await lapse_unserved_orders(world.rt) == 1
+    final = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
+    assert final["status"] == "cancelled" and final["history"][-1]["reason"] == "window passed unserved"
