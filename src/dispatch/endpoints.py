@@ -16,7 +16,7 @@ from kernel.errors import InvalidState, NotFound
 from kernel.fields import GeoPoint
 from kernel.http import CipherDep, ClockDep, RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
-from orders.elders import ElderProfile, matching_profile
+from orders.elders import ElderProfile, VisitContact, contact_for_visit, matching_profile
 from orders.models import Order
 from orders.schemas import AssignRequest
 from orders.service import visible_order
@@ -125,14 +125,18 @@ async def set_location(data: GeoPoint, session: SessionDep, runtime: RuntimeDep,
     await live.set_position(runtime, caregiver.id, lat, lon, runtime.clock.now())
 
 
-def _offer_out(offer: Offer, order: Order, elder: ElderProfile | None) -> schemas.OfferOut:
+def _offer_out(offer: Offer, order: Order, elder: ElderProfile | None,
+               contact: VisitContact | None = None) -> schemas.OfferOut:
     accepted = offer.status == "accepted"
+    if contact is not None:
+        who = schemas.OfferElder(name=contact.name, address=contact.address, phone=contact.phone)
+    else:
+        who = schemas.OfferElder(name=elder.name_masked if elder else "", address=elder.address_masked if elder else "")
     return schemas.OfferOut(
         id=str(offer.id), order_id=str(order.id), status=offer.status,
         kind=offer.kind, expires_at=offer.expires_at, service_code=order.service_code, priority=order.priority,
         distance_m=offer.distance_m, window_start=order.window_start, window_end=order.window_end,
-        elder=schemas.OfferElder(name=elder.name_masked if elder else "",
-                                 address=(elder.address_masked if elder else "")),
+        elder=who,
         visit_id=str(order.visit_id) if accepted and order.visit_id else None,
     )
 
@@ -148,10 +152,12 @@ async def my_offers(session: SessionDep, access: RespondToOffers,
 @live_router.post("/v1/offers/{offer_id}/accept", response_model=schemas.OfferOut)
 async def accept_offer(offer_id: str, session: SessionDep, runtime: RuntimeDep,
                        access: RespondToOffers) -> schemas.OfferOut:
+    """The accepted offer carries the elder's full name, address and phone for the visit (an audited read)."""
     offer = await offers.accept_offer(session, runtime, access, offer_id)
     order = await session.get(Order, offer.order_id)
     assert order is not None
-    return _offer_out(offer, order, await matching_profile(session, order.elder_id))
+    contact = await contact_for_visit(session, runtime.clock, runtime.cipher, access, order.elder_id)
+    return _offer_out(offer, order, None, contact)
 
 
 @live_router.post("/v1/offers/{offer_id}/decline", response_model=schemas.OfferOut)

@@ -134,8 +134,9 @@ class Duty(BaseModel):
 
 
 class OfferElder(BaseModel):
-    name: str = Field(description="masked")
+    name: str = Field(description="masked until accepted")
     address: str = Field(description="county level until accepted")
+    phone: str | None = Field(default=None, description="only once accepted")
 
 
 class OfferOut(BaseModel):

@@ -225,3 +225,24 @@ async def matching_profile(session: AsyncSession, elder_id: uuid.UUID) -> ElderP
         languages=frozenset(elder.languages), preferred_gender=elder.preferences.get("caregiver_gender"),
         name_masked=mask_name(elder.name), address_masked=elder.address_masked,
     )
+
+
+@dataclass(frozen=True)
+class VisitContact:
+    name: str
+    address: str
+    phone: str | None
+
+
+async def contact_for_visit(session: AsyncSession, clock: Clock, cipher: FieldCipher, access: Access,
+                            elder_id: uuid.UUID) -> VisitContact:
+    """The assigned caregiver needs the door and the phone once it has accepted; the read is audited."""
+    elder = await session.get(Elder, elder_id)
+    if elder is None:
+        raise NotFound("elder not found")
+    await record_audit(session, clock, access, "elder.read_for_visit", "elder", elder.id,
+                       {"fields": ["name", "address", "phone"]})
+    return VisitContact(
+        name=elder.name, address=cipher.decrypt(elder.address_enc, context=ADDRESS_CONTEXT),
+        phone=cipher.decrypt(elder.phone_enc, context=PHONE_CONTEXT) if elder.phone_enc else None,
+    )

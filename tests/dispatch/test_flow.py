@@ -81,7 +81,8 @@ async def test_accept_creates_the_visit_and_the_visit_runs_to_confirmation(world
     accepted = await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)
     assert accepted.status_code == 200, accepted.text
     visit_id = accepted.json()["visit_id"]
-    assert accepted.json()["elder"]["address"]  # still masked to the county
+    assert "巴音乌素社区12号" in accepted.json()["elder"]["address"]  # the door, now that the visit is theirs
+    assert accepted.json()["elder"]["phone"].startswith("+86")
     assert (await client.get(f"/v1/orders/{order['id']}", headers=world.family)).json()["status"] == "assigned"
     assert (await client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
     assert isinstance(rt.clock, ManualClock)
