@@ -85,3 +85,20 @@ async def test_every_response_carries_a_request_id(client: httpx.AsyncClient) ->
     response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
     assert len((await client.get("/healthz")).headers["x-request-id"]) == 32
+
+
+async def test_metrics_are_exposed_and_guarded_by_the_token_when_one_is_set(client: httpx.AsyncClient,
+                                                                          runtime: Runtime) -> None:
+    from pydantic import SecretStr
+
+    await client.get("/healthz")
+    open_metrics = await client.get("/metrics")
+    assert open_metrics.status_code == 200
+    assert 'vnh_http_requests_total{method="GET",route="/healthz",status="200"}' in open_metrics.text
+    runtime.settings.metrics_token = SecretStr("scrape-me")
+    try:
+        assert (await client.get("/metrics")).status_code == 401
+        with_token = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert with_token.status_code == 200
+    finally:
+        runtime.settings.metrics_token = None
