@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
@@ -83,10 +84,24 @@ def _db_url(database_url: str, name: str) -> str:
     return make_url(asyncpg_url(database_url)).set(database=name).render_as_string(hide_password=False)
 
 
+async def _drop_orphans(base: str) -> None:
+    """Databases left by test runs that died (their pid is gone) would pile up on a developer's server."""
+    conn = await asyncpg.connect(_admin_dsn(base))
+    try:
+        names = [r[0] for r in await conn.fetch(r"SELECT datname FROM pg_database WHERE datname ~ '^vnh_(tpl|t)_\d+_'")]
+    finally:
+        await conn.close()
+    for name in names:
+        pid = int(name.split("_")[2])
+        if pid != os.getpid() and not psutil.pid_exists(pid):
+            await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 async def template_database(server_urls: dict[str, str]) -> AsyncIterator[str]:
     """A database migrated once per session; tests clone it (CREATE DATABASE … TEMPLATE is fast)."""
     base = server_urls["database"]
+    await _drop_orphans(base)
     name = f"vnh_tpl_{os.getpid()}_{secrets.token_hex(3)}"
     await _admin(base, f'CREATE DATABASE "{name}"')
     await migrate(_db_url(base, name), "vnh_app")
