@@ -12,6 +12,7 @@ tests that need real commits from several connections get a fresh clone of their
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import uuid
@@ -212,6 +213,27 @@ async def committed_runtime(server_urls: dict[str, str], template_database: str,
         await _flush_redis(rt)
         await rt.close()
         await _admin(server_urls["database"], f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process (a worker, `vnh serve`) the same settings and secrets."""
+    assert settings.auth.jwt_secret and settings.crypto.blind_index_key and settings.audit.key
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VNH_")}
+    env.update({
+        "DATABASE_URL": settings.app_url, "REDIS_URL": settings.redis_url or "", "MQTT_URL": settings.mqtt_url or "",
+        "VNH_REDIS_PREFIX": settings.redis_prefix,
+        "VNH_AUTH__JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
+        "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in settings.crypto.keys.items()}),
+        "VNH_CRYPTO__ACTIVE_KEY": settings.crypto.active_key or "k1",
+        "VNH_CRYPTO__BLIND_INDEX_KEY": settings.crypto.blind_index_key.get_secret_value(),
+        "VNH_AUDIT__KEY": settings.audit.key.get_secret_value(),
+        "VNH_DATA_DIR": str(settings.data_dir),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "src"),
+                                                  os.environ.get("PYTHONPATH", "")) if p),
+    })
+    if not env["MQTT_URL"]:
+        del env["MQTT_URL"]
+    return env
 
 
 def admin_access() -> Access:

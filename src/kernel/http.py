@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -178,6 +180,75 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+MAX_BODY_BYTES = 1_000_000
+# PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate: such input is refused up front, as a
+# 422, instead of failing in the database as a 500.
+_NUL_QUERY = re.compile(rb"%00|\x00")
+_BAD_JSON_TEXT = re.compile(
+    rb"\x00|(?<!\\)\\u0000"
+    rb"|(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})(?<!\\)\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+class InputHygieneMiddleware:
+    """Refuses bodies over 1 MB (413) and text PostgreSQL cannot store (NUL, lone surrogates: 422 `invalid_text`)
+    before any endpoint runs. Pure ASGI; it buffers only bodies it has to scan (JSON up to the limit)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+        body = json.dumps(error_body(code, message)).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _NUL_QUERY.search(scope.get("query_string", b"")) or "\x00" in scope.get("path", ""):
+            await self._refuse(send, 422, "invalid_text", "NUL characters are not accepted")
+            return
+        headers = dict(scope.get("headers") or [])
+        if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:
+            await self._refuse(send, 413, "payload_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await self._refuse(send, 413, "payload_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _BAD_JSON_TEXT.search(body):
+            await self._refuse(send, 422, "invalid_text", "text with NUL characters or lone surrogates is not accepted")
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class RequestContextMiddleware:

@@ -20,6 +20,7 @@ from orders import schemas, service, visits
 from orders.models import Order, Visit, VisitFlag
 
 router = APIRouter(tags=["orders"])
+VisitFlagName = Literal["far_check_in", "too_short", "overlap", "no_confirmation", "impossible_travel"]
 
 CreateOrders = Annotated[Access, Depends(authorize("orders.create"))]
 ReadOrders = Annotated[Access, Depends(authorize("orders.read"))]
@@ -171,7 +172,7 @@ async def my_visits(session: SessionDep, access: WorkVisits,
 @router.get("/v1/visits/exceptions", response_model=Page[VisitOut])
 async def exception_queue(session: SessionDep, access: ReadExceptions,
                           region_code: Annotated[str | None, Query(max_length=12)] = None,
-                          flag: Annotated[str | None, Query(max_length=20)] = None) -> Page[VisitOut]:
+                          flag: Annotated[VisitFlagName | None, Query()] = None) -> Page[VisitOut]:
     """Visits with an unresolved flag in the caller's region, oldest first."""
     query = (select(Visit).join(Order, Order.id == Visit.order_id)
              .where(access.region_clause(Order.region_code),
@@ -224,7 +225,7 @@ async def confirm(visit_id: str, data: Confirmation, session: SessionDep, runtim
 
 
 @router.post("/v1/visits/{visit_id}/flags/{flag}/resolve", response_model=VisitOut)
-async def resolve_flag(visit_id: str, flag: str, data: FlagResolution, session: SessionDep, runtime: RuntimeDep,
-                       access: ResolveExceptions) -> VisitOut:
+async def resolve_flag(visit_id: str, flag: VisitFlagName, data: FlagResolution, session: SessionDep,
+                       runtime: RuntimeDep, access: ResolveExceptions) -> VisitOut:
     await visits.resolve_flag(session, runtime, access, visit_id, flag, data.decision, data.reason)
     return await _out(session, await visits.own_visit(session, access, visit_id, for_update=False))

@@ -45,7 +45,7 @@ async def audit_log(session: SessionDep, access: ReadAudit,
                     entity_id: Annotated[str | None, Query(max_length=100)] = None,
                     from_: Annotated[datetime | None, Query(alias="from")] = None,
                     to: Annotated[datetime | None, Query()] = None,
-                    cursor: Annotated[int | None, Query(ge=0)] = None,
+                    cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Page[AuditRecord]:
     """Newest first. Region scoping of audit rows comes with the supervision issue; auditors see all rows now."""
     del access

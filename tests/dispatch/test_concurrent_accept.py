@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from sqlalchemy import func, select
+from tests.conftest import settings_env
 from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
 
 from dispatch.models import Offer
@@ -19,22 +19,6 @@ from orders.models import Visit
 from orders.service import Intake, create_order
 
 WORKER = Path(__file__).with_name("accept_worker.py")
-
-
-def _env(rt: Runtime) -> dict[str, str]:
-    s = rt.settings
-    assert s.auth.jwt_secret and s.crypto.blind_index_key and s.audit.key
-    return {
-        **os.environ,
-        "DATABASE_URL": s.app_url, "REDIS_URL": s.redis_url or "",
-        "VNH_REDIS_PREFIX": s.redis_prefix,
-        "VNH_AUTH__JWT_SECRET": s.auth.jwt_secret.get_secret_value(),
-        "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in s.crypto.keys.items()}),
-        "VNH_CRYPTO__ACTIVE_KEY": s.crypto.active_key or "k1",
-        "VNH_CRYPTO__BLIND_INDEX_KEY": s.crypto.blind_index_key.get_secret_value(),
-        "VNH_AUDIT__KEY": s.audit.key.get_secret_value(),
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
 
 
 async def test_one_of_several_processes_accepting_at_once_wins(committed_runtime: Runtime) -> None:
@@ -61,7 +45,7 @@ async def test_one_of_several_processes_accepting_at_once_wins(committed_runtime
                 "offer_id": str(o.id), "caregiver_id": str(o.caregiver_id),
                 "organization_id": str(by_caregiver[o.caregiver_id].organization_id),
                 "clock": rt.clock.now().isoformat(), "start_at": str(start_at)}),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(rt))
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=settings_env(rt.settings))
         for o in offers
     ]
     results = []

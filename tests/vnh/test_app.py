@@ -102,3 +102,22 @@ async def test_metrics_are_exposed_and_guarded_by_the_token_when_one_is_set(clie
         assert with_token.status_code == 200
     finally:
         runtime.settings.metrics_token = None
+
+
+async def test_text_postgresql_cannot_store_is_a_422_not_a_500(client: httpx.AsyncClient,
+                                                               admin_headers: dict[str, str]) -> None:
+    for raw in (b'{"name": "a\\u0000b", "region_code": "150625"}',
+                b'{"name": "\\ud83d lone", "region_code": "150625"}',
+                b'{"name": "lone \\ude00", "region_code": "150625"}'):
+        response = await client.post("/v1/organizations", content=raw,
+                                     headers={**admin_headers, "content-type": "application/json"})
+        assert response.status_code == 422, raw
+        assert response.json()["error"]["code"] == "invalid_text"
+    emoji = await client.post("/v1/organizations", content=b'{"name": "\\ud83d\\ude00 \\u5e78\\u798f", '
+                                                          b'"region_code": "150625"}',
+                              headers={**admin_headers, "content-type": "application/json"})
+    assert emoji.status_code == 201, emoji.text
+    assert (await client.get("/v1/visits/exceptions?flag=%00", headers=admin_headers)).status_code == 422
+    huge = await client.post("/v1/organizations", content=b"x" * 1_000_001,
+                             headers={**admin_headers, "content-type": "application/json"})
+    assert huge.status_code == 413
