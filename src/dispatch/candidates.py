@@ -19,7 +19,7 @@ from kernel.runtime import Runtime
 from orders import visits
 from orders.elders import ElderProfile, matching_profile
 from orders.models import Order, ServiceType
-from supervision.service import Subject, is_blacklisted
+from supervision.service import Subject, blacklisted_among
 
 EMERGENCY = "emergency_response"
 
@@ -109,11 +109,11 @@ async def find_candidates(session: AsyncSession, rt: Runtime, order: Order, *,
             distance[cg.id] = d
         pool.append(cg)
     now = rt.clock.now()
-    blocked = set()
-    for cg in pool:
-        if await is_blacklisted(session, Subject("caregiver", cg.id), now) or \
-                await is_blacklisted(session, Subject("organization", cg.organization_id), now):
-            blocked.add(cg.id)
+    listed = await blacklisted_among(
+        session, [Subject("caregiver", cg.id) for cg in pool] + [Subject("organization", o)
+                                                                 for o in {cg.organization_id for cg in pool}], now)
+    blocked = {cg.id for cg in pool
+               if Subject("caregiver", cg.id) in listed or Subject("organization", cg.organization_id) in listed}
     ids = [cg.id for cg in pool if cg.id not in blocked]
     busy = set() if need.emergency else await visits.busy_caregivers(session, ids, order.window_start,
                                                                         order.window_end)

@@ -78,15 +78,31 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "visits.confirm": {"admin": "all", "dispatcher": "region", "elder": "own"},
     "visits.exceptions.read": {"admin": "all", "dispatcher": "region", "auditor": "region"},
     "visits.exceptions.resolve": {"admin": "all", "dispatcher": "region"},
+    # billing: programmes, contracts, entitlements, settlements (settlements belong to the programme's region)
+    "programs.create": {"admin": "all", "finance": "region"},
+    "programs.read": {"admin": "all", "finance": "region", "auditor": "region"},
+    "contracts.create": {"admin": "all", "finance": "region"},
+    "contracts.read": {"admin": "all", "finance": "region", "auditor": "region", "org_admin": "organization"},
+    "entitlements.read": {
+        "admin": "all", "finance": "region", "dispatcher": "region", "auditor": "region", "elder": "own",
+    },
+    "settlements.create": {"admin": "all", "finance": "region"},
+    "settlements.approve": {"admin": "all", "finance": "region"},
+    "settlements.read": {"admin": "all", "finance": "region", "auditor": "region", "org_admin": "organization"},
     # supervision
     "audit.read": {"admin": "all", "auditor": "region"},
     "audit.verify": {"admin": "all", "auditor": "all"},
+    "inspections.write": {"admin": "all", "auditor": "region"},
+    "blacklist.read": {"admin": "all", "auditor": "region", "dispatcher": "region"},
+    "blacklist.write": {"admin": "all"},
 }
 
 # Routes anyone may call (no token): health, docs, login.
 PUBLIC_PATHS: frozenset[str] = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-     "/v1/auth/token", "/v1/auth/session"}
+     "/v1/auth/token", "/v1/auth/session",
+     # devices: the device token is checked by the endpoint itself; the EMQX hooks by their shared secret
+     "/v1/devices/{device}/events", "/v1/broker/emqx/authenticate", "/v1/broker/emqx/authorize"}
 )
 
 

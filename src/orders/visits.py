@@ -325,3 +325,48 @@ def check_tasks(tasks: list[str]) -> list[str]:
     if len(cleaned) > 50 or any(len(t) > 100 for t in cleaned):
         raise Unprocessable("at most 50 tasks of at most 100 characters", code="invalid_tasks")
     return cleaned
+
+
+# --- supervision's read side ------------------------------------------------------------------------------------
+
+async def search(session: AsyncSession, access: Access, *, region_code: str | None = None,
+                 organization_id: uuid.UUID | None = None, caregiver_id: uuid.UUID | None = None,
+                 elder_id: uuid.UUID | None = None, start: datetime | None = None, end: datetime | None = None,
+                 flag: str | None = None, completed_only: bool = False, limit: int = 500,
+                 after: uuid.UUID | None = None) -> list[tuple[Visit, str]]:
+    """Visits in the caller's scope with the region of their order, by window start then id (for auditors)."""
+    query = select(Visit, Order.region_code).join(Order, Order.id == Visit.order_id).where(
+        access.region_clause(Order.region_code), Visit.status != "withdrawn")
+    if region_code:
+        query = query.where(Order.region_code == region_code)
+    if organization_id:
+        query = query.where(Visit.organization_id == organization_id)
+    if caregiver_id:
+        query = query.where(Visit.caregiver_id == caregiver_id)
+    if elder_id:
+        query = query.where(Visit.elder_id == elder_id)
+    if start:
+        query = query.where(Visit.window_start >= start)
+    if end:
+        query = query.where(Visit.window_start < end)
+    if completed_only:
+        query = query.where(Visit.status == "completed", Visit.outcome == "completed")
+    if flag:
+        query = query.where(select(VisitFlag.visit_id).where(VisitFlag.visit_id == Visit.id,
+                                                             VisitFlag.flag == flag).exists())
+    if after:
+        query = query.where(Visit.id > after)
+    rows = await session.execute(query.order_by(Visit.id).limit(limit))
+    return [(v, r) for v, r in rows.all()]
+
+
+async def billed_without_confirmation(session: AsyncSession, access: Access, start: datetime, end: datetime
+                                      ) -> list[Visit]:
+    """Captured visits that no one confirmed and whose missing confirmation no dispatcher approved."""
+    query = (select(Visit).join(Order, Order.id == Visit.order_id)
+             .where(access.region_clause(Order.region_code), Visit.billing == "captured", Visit.confirmed_at.is_(None),
+                    Visit.window_start >= start, Visit.window_start < end,
+                    ~select(VisitFlag.visit_id).where(VisitFlag.visit_id == Visit.id,
+                                                      VisitFlag.flag == "no_confirmation",
+                                                      VisitFlag.decision == "approved").exists()))
+    return list((await session.scalars(query.limit(1000))).all())

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from kernel.audit import AuditEntry, verify_chain
 from kernel.authz import Access
+from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
+from orders import visits
+from supervision import anomalies, blacklist, inspections
+from supervision.models import BlacklistEntry, Inspection, InspectionItem
 
 router = APIRouter(tags=["supervision"])
 
@@ -77,3 +82,204 @@ async def verify_audit_log(session: SessionDep, runtime: RuntimeDep, access: Ver
     verdict = await verify_chain(session, runtime.chain)
     return ChainReport(intact=verdict.intact, checked=verdict.checked, unsealed=verdict.unsealed,
                        first_broken_id=verdict.first_broken_id, reason=verdict.reason)
+
+
+# --- auditors' queries, inspections, blacklist ---------------------------------------------------------------
+
+InspectionsWrite = Annotated[Access, Depends(authorize("inspections.write"))]
+BlacklistRead = Annotated[Access, Depends(authorize("blacklist.read"))]
+BlacklistWrite = Annotated[Access, Depends(authorize("blacklist.write"))]
+
+
+class AuditedVisit(BaseModel):
+    id: str
+    order_id: str
+    region_code: str
+    organization_id: str
+    caregiver_id: str
+    elder_id: str
+    service_code: str
+    status: str
+    window_start: datetime
+    check_in_at: datetime | None
+    check_in_distance_m: float | None
+    check_out_at: datetime | None
+    duration_min: int | None
+    outcome: str | None
+    confirmed_at: datetime | None
+    rating: int | None
+    billing: str
+    flags: list[str]
+
+
+@router.get("/v1/audit/visits", response_model=Page[AuditedVisit])
+async def audit_visits(session: SessionDep, access: ReadAudit,
+                       region_code: Annotated[CountyCode | None, Query()] = None,
+                       organization_id: Annotated[uuid.UUID | None, Query()] = None,
+                       caregiver_id: Annotated[uuid.UUID | None, Query()] = None,
+                       elder_id: Annotated[uuid.UUID | None, Query()] = None,
+                       from_: Annotated[datetime | None, Query(alias="from")] = None,
+                       to: Annotated[datetime | None, Query()] = None,
+                       flag: Annotated[Literal["far_check_in", "too_short", "overlap", "no_confirmation",
+                                               "impossible_travel"] | None, Query()] = None,
+                       cursor: Annotated[uuid.UUID | None, Query()] = None,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Page[AuditedVisit]:
+    rows = await visits.search(session, access, region_code=region_code, organization_id=organization_id,
+                               caregiver_id=caregiver_id, elder_id=elder_id, start=from_, end=to, flag=flag,
+                               limit=limit + 1, after=cursor)
+    flags = await visits.flags_of(session, [v.id for v, _ in rows[:limit]])
+    items = [AuditedVisit(
+        id=str(v.id), order_id=str(v.order_id), region_code=region, organization_id=str(v.organization_id),
+        caregiver_id=str(v.caregiver_id), elder_id=str(v.elder_id), service_code=v.service_code, status=v.status,
+        window_start=v.window_start, check_in_at=v.check_in_at, check_in_distance_m=v.check_in_distance_m,
+        check_out_at=v.check_out_at, duration_min=v.duration_min, outcome=v.outcome, confirmed_at=v.confirmed_at,
+        rating=v.rating, billing=v.billing, flags=sorted(f.flag for f in flags[v.id]),
+    ) for v, region in rows[:limit]]
+    return Page(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+class AnomalyOut(BaseModel):
+    kind: str
+    visit_id: str
+    caregiver_id: str
+    organization_id: str
+    elder_id: str
+    region_code: str
+    at: datetime | None
+    resolution: str | None
+    details: dict[str, Any]
+
+
+@router.get("/v1/audit/anomalies", response_model=Page[AnomalyOut])
+async def audit_anomalies(session: SessionDep, runtime: RuntimeDep, access: ReadAudit,
+                          from_: Annotated[datetime | None, Query(alias="from")] = None,
+                          to: Annotated[datetime | None, Query()] = None) -> Page[AnomalyOut]:
+    """Far check-ins, too-short and overlapping visits, impossible travel, missing confirmations, and billing that
+    nobody confirmed, in the caller's region (default: the last 31 days)."""
+    end = to or runtime.clock.now()
+    start = from_ or end - timedelta(days=31)
+    found = await anomalies.find(session, access, start, end)
+    return Page(items=[AnomalyOut(**a.__dict__) for a in found])
+
+
+class InspectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region_code: CountyCode
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    sample_size: int = Field(ge=1, le=1000, description="a maximum: a smaller population gives a smaller sample")
+    seed: int | None = Field(default=None, ge=0, le=2**62)
+
+
+class InspectionItemOut(BaseModel):
+    visit_id: str
+    position: int
+    reached: bool | None
+    confirmed: bool | None
+    notes: str | None
+    checked_at: datetime | None
+
+
+class InspectionOut(BaseModel):
+    id: str
+    region_code: str
+    month: str
+    sample_size: int
+    seed: int
+    population: int
+    created_at: datetime
+    items: list[InspectionItemOut]
+
+
+class InspectionResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    visit_id: str
+    reached: bool
+    confirmed: bool
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+def _inspection_out(inspection: Inspection, items: list[InspectionItem]) -> InspectionOut:
+    return InspectionOut(
+        id=str(inspection.id), region_code=inspection.region_code, month=inspection.month.strftime("%Y-%m"),
+        sample_size=inspection.sample_size, seed=inspection.seed, population=inspection.population,
+        created_at=inspection.created_at,
+        items=[InspectionItemOut(visit_id=str(i.visit_id), position=i.position, reached=i.reached,
+                                 confirmed=i.confirmed, notes=i.notes, checked_at=i.checked_at) for i in items])
+
+
+@router.post("/v1/audit/inspections", response_model=InspectionOut, status_code=201)
+async def create_inspection(data: InspectionCreate, session: SessionDep, runtime: RuntimeDep,
+                            access: InspectionsWrite) -> InspectionOut:
+    """A reproducible random sample of the month's completed visits for call-back checks (双随机)."""
+    year, month = (int(x) for x in data.month.split("-"))
+    inspection, _ = await inspections.create_inspection(
+        session, runtime, access, region_code=data.region_code, month=date(year, month, 1),
+        sample_size=data.sample_size, seed=data.seed)
+    await session.flush()
+    return _inspection_out(*await inspections.load_inspection(session, access, str(inspection.id)))
+
+
+@router.get("/v1/audit/inspections/{inspection_id}", response_model=InspectionOut)
+async def get_inspection(inspection_id: str, session: SessionDep, access: ReadAudit) -> InspectionOut:
+    return _inspection_out(*await inspections.load_inspection(session, access, inspection_id))
+
+
+@router.post("/v1/audit/inspections/{inspection_id}/results", response_model=InspectionOut)
+async def record_result(inspection_id: str, data: InspectionResult, session: SessionDep, runtime: RuntimeDep,
+                        access: InspectionsWrite) -> InspectionOut:
+    await inspections.record_result(session, runtime, access, inspection_id, data.visit_id, data.reached,
+                                    data.confirmed, data.notes)
+    await session.flush()
+    return _inspection_out(*await inspections.load_inspection(session, access, inspection_id))
+
+
+class BlacklistCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject_kind: Literal["organization", "caregiver"]
+    subject_id: str
+    reason: str = Field(min_length=2, max_length=1000)
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+
+class BlacklistLift(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=2, max_length=1000)
+
+
+class BlacklistOut(BaseModel):
+    id: str
+    subject_kind: str
+    subject_id: str
+    reason: str
+    valid_from: datetime
+    valid_to: datetime | None
+    created_by: str
+    lifted_at: datetime | None
+    lift_reason: str | None
+
+
+def _entry_out(e: BlacklistEntry) -> BlacklistOut:
+    return BlacklistOut(id=str(e.id), subject_kind=e.subject_kind, subject_id=str(e.subject_id), reason=e.reason,
+                        valid_from=e.valid_from, valid_to=e.valid_to, created_by=e.created_by, lifted_at=e.lifted_at,
+                        lift_reason=e.lift_reason)
+
+
+@router.post("/v1/blacklist", response_model=BlacklistOut, status_code=201)
+async def add_to_blacklist(data: BlacklistCreate, session: SessionDep, runtime: RuntimeDep,
+                           access: BlacklistWrite) -> BlacklistOut:
+    entry = await blacklist.add(session, runtime, access, kind=data.subject_kind, subject_id=data.subject_id,
+                                reason=data.reason, valid_from=data.valid_from, valid_to=data.valid_to)
+    return _entry_out(entry)
+
+
+@router.get("/v1/blacklist", response_model=Page[BlacklistOut])
+async def list_blacklist(session: SessionDep, access: BlacklistRead) -> Page[BlacklistOut]:
+    del access
+    return Page(items=[_entry_out(e) for e in await blacklist.entries(session)])
+
+
+@router.post("/v1/blacklist/{entry_id}/lift", response_model=BlacklistOut)
+async def lift_from_blacklist(entry_id: str, data: BlacklistLift, session: SessionDep, runtime: RuntimeDep,
+                              access: BlacklistWrite) -> BlacklistOut:
+    return _entry_out(await blacklist.lift(session, runtime, access, entry_id, data.reason))

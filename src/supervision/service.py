@@ -1,14 +1,18 @@
-"""Supervision's interface to the other domains (decisions §1). Until the credit/blacklist part of the supervision
-issue lands, nobody is blacklisted."""
+"""Supervision's interface to the other domains (decisions §1): the credit blacklist. A blacklisted organisation
+or caregiver gets no new offers (dispatch asks here) and no new government-purchased billing (billing asks here)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy import ColumnElement, and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from supervision.models import BlacklistEntry
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,25 @@ class Subject:
     id: uuid.UUID
 
 
+def _in_force(at: datetime) -> ColumnElement[bool]:
+    return and_(
+        BlacklistEntry.valid_from <= at,
+        or_(BlacklistEntry.valid_to.is_(None), BlacklistEntry.valid_to > at),
+        or_(BlacklistEntry.lifted_at.is_(None), BlacklistEntry.lifted_at > at),
+    )
+
+
 async def is_blacklisted(session: AsyncSession, subject: Subject, at: datetime) -> bool:
-    """Whether the subject is on the credit blacklist at `at` (neutral: never)."""
-    del session, subject, at
-    return False
+    """Whether the subject is on the credit blacklist at `at`."""
+    return bool(await session.scalar(select(BlacklistEntry.id).where(
+        BlacklistEntry.subject_kind == subject.kind, BlacklistEntry.subject_id == subject.id, _in_force(at)).limit(1)))
+
+
+async def blacklisted_among(session: AsyncSession, subjects: Iterable[Subject], at: datetime) -> set[Subject]:
+    """The blacklisted ones of many subjects, in one query (matching asks for a few hundred at once)."""
+    wanted = {(s.kind, s.id) for s in subjects}
+    if not wanted:
+        return set()
+    rows = await session.execute(select(BlacklistEntry.subject_kind, BlacklistEntry.subject_id).where(
+        tuple_(BlacklistEntry.subject_kind, BlacklistEntry.subject_id).in_(list(wanted)), _in_force(at)))
+    return {Subject(kind, sid) for kind, sid in rows.all()}  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ import kernel.audit
 import kernel.auth
 import kernel.outbox
 import orders.models
+import supervision.models
 from kernel.db import Base
 
 metadata = Base.metadata
 
-__all__ = ["devices", "dispatch", "kernel", "metadata", "orders"]
+__all__ = ["devices", "dispatch", "kernel", "metadata", "orders", "supervision"]

@@ -1,0 +1,116 @@
+"""Auditors' side: blacklist effects on matching, reproducible inspections, anomalies, visit queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+
+from kernel.clock import ManualClock
+from kernel.runtime import Runtime
+from supervision.inspections import draw
+from tests.conftest import login_headers
+from tests.dispatch.test_flow import World, world  # noqa: F401  (the fixture)
+
+
+async def test_a_blacklisted_caregiver_gets_no_new_offers_until_lifted(world: World,  # noqa: F811
+                                                                       admin_headers: dict[str, str]) -> None:
+    nearest = world.caregivers[0]
+    listed = await world.client.post("/v1/blacklist", headers=admin_headers, json={
+        "subject_kind": "caregiver", "subject_id": str(nearest.id), "reason": "虚报服务记录"})
+    assert listed.status_code == 201, listed.text
+    order = await world.order()
+    assert await world.offers_of(0) == []
+    assert [o["order_id"] for o in await world.offers_of(1)] == [order["id"]]
+    lifted = await world.client.post(f"/v1/blacklist/{listed.json()['id']}/lift", headers=admin_headers,
+                                     json={"reason": "复核后撤销"})
+    assert lifted.status_code == 200
+    await world.order(service_code="daily_care")
+    assert len(await world.offers_of(0)) == 1
+
+
+async def test_a_blacklisted_organisation_blocks_all_its_caregivers(world: World,  # noqa: F811
+                                                                    admin_headers: dict[str, str]) -> None:
+    await world.client.post("/v1/blacklist", headers=admin_headers, json={
+        "subject_kind": "organization", "subject_id": str(world.caregivers[0].organization_id),
+        "reason": "合同违约"})
+    order = await world.order()
+    assert order["status"] == "unfulfilled"
+
+
+def test_the_same_seed_draws_the_same_sample() -> None:
+    import uuid
+
+    population = [uuid.uuid4() for _ in range(200)]
+    assert draw(population, 20, 7) == draw(list(reversed(population)), 20, 7)
+    assert draw(population, 20, 7) != draw(population, 20, 8)
+    assert len(draw(population, 500, 1)) == 200
+
+
+async def _complete_visit(world: World, far: bool = False) -> str:
+    from tests.factories import offset
+
+    from dispatch import live
+
+    for i, cg in enumerate(world.caregivers):  # phones report positions all day; the last hours' are stale
+        await live.set_position(world.rt, cg.id, *offset(world.elder.lat, world.elder.lon, north_m=300 * (i + 1)),
+                                world.rt.clock.now())
+    order = await world.order(service_code="daily_care")
+    for index in range(len(world.caregivers)):
+        offer = next((o for o in await world.offers_of(index) if o["order_id"] == order["id"]), None)
+        if offer is not None:
+            break
+    assert offer is not None
+    cg = await world.as_cg(index)
+    visit_id = (await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
+    where = offset(world.elder.lat, world.elder.lon, north_m=3000 if far else 0)
+    await world.client.post(f"/v1/visits/{visit_id}/check-in", json={"lat": where[0], "lon": where[1]}, headers=cg)
+    assert isinstance(world.rt.clock, ManualClock)
+    world.rt.clock.advance(timedelta(minutes=125))
+    await world.client.post(f"/v1/visits/{visit_id}/check-out", json={"lat": where[0], "lon": where[1]}, headers=cg)
+    return str(visit_id)
+
+
+async def test_inspections_are_reproducible_and_a_call_back_confirms(world: World) -> None:  # noqa: F811
+    visit_ids = [await _complete_visit(world) for _ in range(3)]
+    auditor = await login_headers(world.rt, "auditor", region_code="150625")
+    month = world.rt.clock.now().astimezone(world.rt.settings.tz).strftime("%Y-%m")
+    first = await world.client.post("/v1/audit/inspections", headers=auditor,
+                                    json={"region_code": "150625", "month": month, "sample_size": 2, "seed": 99})
+    assert first.status_code == 201, first.text
+    again = await world.client.post("/v1/audit/inspections", headers=auditor,
+                                    json={"region_code": "150625", "month": month, "sample_size": 2, "seed": 99})
+    sample = [i["visit_id"] for i in first.json()["items"]]
+    assert sample == [i["visit_id"] for i in again.json()["items"]]
+    assert first.json()["population"] == 3 and set(sample) <= set(visit_ids)
+    result = await world.client.post(f"/v1/audit/inspections/{first.json()['id']}/results", headers=auditor,
+                                     json={"visit_id": sample[0], "reached": True, "confirmed": True})
+    assert result.status_code == 200, result.text
+    visit = (await world.client.get(f"/v1/visits/{sample[0]}", headers=world.dispatcher)).json()
+    assert visit["confirmed_at"] is not None
+    twice = await world.client.post(f"/v1/audit/inspections/{first.json()['id']}/results", headers=auditor,
+                                    json={"visit_id": sample[0], "reached": True, "confirmed": True})
+    assert twice.status_code == 409
+    outside = await login_headers(world.rt, "auditor", region_code="150602")
+    assert (await world.client.get(f"/v1/audit/inspections/{first.json()['id']}", headers=outside)).status_code == 404
+
+
+async def test_anomalies_and_visit_queries_show_flagged_visits(world: World) -> None:  # noqa: F811
+    far_visit = await _complete_visit(world, far=True)
+    auditor = await login_headers(world.rt, "auditor", region_code="150625")
+    start = (world.rt.clock.now() - timedelta(days=1)).isoformat()
+    found = await world.client.get("/v1/audit/anomalies", headers=auditor, params={"from": start})
+    assert found.status_code == 200, found.text
+    assert {(a["kind"], a["visit_id"]) for a in found.json()["items"]} >= {("far_check_in", far_visit)}
+    flagged = await world.client.get("/v1/audit/visits", headers=auditor, params={"flag": "far_check_in"})
+    assert [v["id"] for v in flagged.json()["items"]] == [far_visit]
+    refused = await world.client.post("/v1/blacklist", headers=auditor, json={
+        "subject_kind": "caregiver", "subject_id": str(world.caregivers[0].id), "reason": "审计员不可操作"})
+    assert refused.status_code == 403
+
+
+async def test_auditors_of_another_region_see_nothing(world: World, runtime: Runtime,  # noqa: F811
+                                                      client: httpx.AsyncClient) -> None:
+    await _complete_visit(world)
+    elsewhere = await login_headers(runtime, "auditor", region_code="150602")
+    assert (await client.get("/v1/audit/visits", headers=elsewhere)).json()["items"] == []
