@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.auth import LoginFailed, authenticate
 from kernel.authz import Access, Role
+from kernel.errors import TooManyRequests
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, authorize
 
@@ -48,7 +49,25 @@ class UserOut(BaseModel):
     caregiver_id: str | None = None
 
 
-async def _login(runtime: RuntimeDep, credentials: Credentials) -> TokenOut:
+LOGIN_ATTEMPTS_PER_MINUTE = 20
+
+
+async def _throttle(runtime: RuntimeDep, request: Request) -> None:
+    """At most 20 login attempts a minute from one address, whatever the usernames (password spraying); the
+    per-account lock-out is in `authenticate`. A fixed window in Redis, shared by all instances."""
+    client = request.client.host if request.client else "unknown"
+    minute = int(runtime.clock.now().timestamp() // 60)
+    key = runtime.redis_key("login", client, str(minute))
+    async with runtime.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    if int(count) > LOGIN_ATTEMPTS_PER_MINUTE:
+        raise TooManyRequests("too many login attempts from this address; wait a minute", code="login_rate_limited")
+
+
+async def _login(runtime: RuntimeDep, credentials: Credentials, request: Request) -> TokenOut:
+    await _throttle(runtime, request)
     # Its own unit of work: a failed attempt's count and audit row must commit even though we refuse.
     async with runtime.database.unit_of_work() as session:
         user = await authenticate(session, runtime.clock, credentials.username, credentials.password)
@@ -60,14 +79,15 @@ async def _login(runtime: RuntimeDep, credentials: Credentials) -> TokenOut:
 
 
 @router.post("/v1/auth/token", response_model=TokenOut)
-async def issue_token(credentials: Credentials, runtime: RuntimeDep) -> TokenOut:
-    return await _login(runtime, credentials)
+async def issue_token(credentials: Credentials, runtime: RuntimeDep, request: Request) -> TokenOut:
+    return await _login(runtime, credentials, request)
 
 
 @router.post("/v1/auth/session", response_model=TokenOut)
-async def open_session(credentials: Credentials, runtime: RuntimeDep, response: Response) -> TokenOut:
+async def open_session(credentials: Credentials, runtime: RuntimeDep, response: Response,
+                       request: Request) -> TokenOut:
     """Sets the console's HttpOnly, SameSite=Strict session cookie (EventSource cannot send headers)."""
-    token = await _login(runtime, credentials)
+    token = await _login(runtime, credentials, request)
     auth = runtime.settings.auth
     response.set_cookie(auth.session_cookie, token.access_token, max_age=token.expires_in, httponly=True,
                         samesite="strict", secure=auth.session_cookie_secure, path="/")

@@ -121,3 +121,15 @@ async def test_text_postgresql_cannot_store_is_a_422_not_a_500(client: httpx.Asy
     huge = await client.post("/v1/organizations", content=b"x" * 1_000_001,
                              headers={**admin_headers, "content-type": "application/json"})
     assert huge.status_code == 413
+
+
+async def test_one_address_gets_twenty_login_attempts_a_minute(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from kernel.clock import ManualClock
+
+    assert isinstance(runtime.clock, ManualClock)
+    runtime.clock.set(runtime.clock.now().replace(second=0))
+    codes = [(await client.post("/v1/auth/token", json={"username": f"u{i}", "password": "x-12345678"})).status_code
+             for i in range(21)]
+    assert codes[:20] == [401] * 20 and codes[20] == 429
+    runtime.clock.advance(61)
+    assert (await client.post("/v1/auth/token", json={"username": "u", "password": "x-12345678"})).status_code == 401
