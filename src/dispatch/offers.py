@@ -8,9 +8,9 @@ index `uq_offers_one_accept` makes "exactly one accept wins" hold even if a path
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -230,3 +230,12 @@ async def withdraw_all_pending_of_caregiver(session: AsyncSession, rt: Runtime, 
             await session.flush()
             await _after_no(session, rt, order, offer)
     return len(ids)
+
+
+async def pending_expiry(session: AsyncSession, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """The soonest expiry of each order's pending offers (the console shows offers timing out)."""
+    if not order_ids:
+        return {}
+    rows = await session.execute(select(Offer.order_id, func.min(Offer.expires_at)).where(
+        Offer.order_id.in_(order_ids), Offer.status == "pending").group_by(Offer.order_id))
+    return {oid: at for oid, at in rows.all()}

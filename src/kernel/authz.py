@@ -92,6 +92,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     # supervision
     "audit.read": {"admin": "all", "auditor": "region"},
     "audit.verify": {"admin": "all", "auditor": "all"},
+    "console.view": {"admin": "all", "dispatcher": "region"},
     "inspections.write": {"admin": "all", "auditor": "region"},
     "blacklist.read": {"admin": "all", "auditor": "region", "dispatcher": "region"},
     "blacklist.write": {"admin": "all"},
@@ -100,7 +101,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
 # Routes anyone may call (no token): health, docs, login.
 PUBLIC_PATHS: frozenset[str] = frozenset(
     {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-     "/v1/auth/token", "/v1/auth/session",
+     "/v1/auth/token", "/v1/auth/session", "/console",
      # devices: the device token is checked by the endpoint itself; the EMQX hooks by their shared secret
      "/v1/devices/{device}/events", "/v1/broker/emqx/authenticate", "/v1/broker/emqx/authorize"}
 )

@@ -301,3 +301,17 @@ async def lapse_unserved_orders(rt: Runtime, *, limit: int = 200) -> int:
             await apply_event(session, rt, order, "cancel", "system:orders", "window passed unserved")
             await billing.release(session, rt.clock, order)
     return len(due)
+
+
+async def needing_action(session: AsyncSession, access: Access, *, limit: int = 300
+                         ) -> list[tuple[Order, float, float, str]]:
+    """Orders a dispatcher should look at: in the queue, being dispatched or offered, newest urgent first, with the
+    elder's home (for the console's map) and masked name."""
+    rows = await session.execute(
+        select(Order, Elder.lat, Elder.lon, Elder.name).join(Elder, Elder.id == Order.elder_id)
+        .where(Order.status.in_(("unfulfilled", "dispatching", "offered")), access.region_clause(Order.region_code))
+        .order_by((Order.priority == "urgent").desc(), (Order.status == "unfulfilled").desc(), Order.created_at)
+        .limit(limit))
+    from kernel.personal_data import mask_name
+
+    return [(o, lat, lon, mask_name(name)) for o, lat, lon, name in rows.all()]

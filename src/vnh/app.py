@@ -6,7 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from console.endpoints import STATIC as CONSOLE_STATIC
+from console.endpoints import router as console_router
 from devices.endpoints import router as devices_router
 from dispatch.endpoints import live_router as dispatch_live_router
 from dispatch.endpoints import router as dispatch_router
@@ -51,4 +54,6 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
                order_flow_router, devices_router, supervision_router)
     for router in routers:
         app.include_router(router)
+    app.include_router(console_router)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     return app
