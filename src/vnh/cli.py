@@ -137,9 +137,18 @@ async def _serve(args: argparse.Namespace) -> None:
             log.info("vnh serving on http://%s:%d (database %s, redis %s, mqtt %s)", args.host, port,
                      redact_url(settings.app_url), settings.redis_url,
                      parse_mqtt_url(settings.mqtt_url).display if settings.mqtt_url else "-")
-            print(f"vnh ready: http://{args.host}:{port}/readyz   console: http://{args.host}:{port}/docs",
-                  flush=True)
+            print(f"vnh ready: http://{args.host}:{port}/readyz   console: http://{args.host}:{port}/console   "
+                  f"API: http://{args.host}:{port}/docs", flush=True)
+            stop_demo = asyncio.Event()
+            demo_task = None
+            if args.demo:
+                from vnh.demo_activity import keep_alive
+
+                demo_task = asyncio.create_task(keep_alive(runtime, summary.region_code, stop_demo))
             await server.serve()
+            stop_demo.set()
+            if demo_task is not None:
+                await demo_task
         finally:
             await runtime.close()
 
