@@ -38,6 +38,8 @@ from kernel.runtime import Runtime
 from kernel.settings import AuditSettings, AuthSettings, CryptoSettings, Settings
 from vnh.app import create_app
 
+pytest_plugins = ["tests.world"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_PASSWORD = "test-Password-2026"
 

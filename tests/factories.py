@@ -8,7 +8,6 @@ from datetime import date
 from typing import Any
 
 from stdnum.cn import ric
-from tests.conftest import TEST_PASSWORD, admin_access
 
 from devices import registry as device_registry
 from devices.schemas import DeviceCreate
@@ -19,6 +18,7 @@ from kernel.runtime import Runtime
 from orders import elders
 from orders.models import Elder
 from orders.schemas import ElderCreate
+from tests.conftest import TEST_PASSWORD, admin_access
 
 HANGGIN = "150625"  # 杭锦旗
 XINI_TOWN = (39.8584, 108.7363)  # 锡尼镇, WGS-84

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from console.feed import follow
+from console.feed import follow, latest_seq
 from kernel.authz import Principal, grant
 from kernel.outbox import emit
 from kernel.runtime import Runtime
@@ -54,9 +54,10 @@ async def test_a_live_follower_gets_events_committed_after_it_connected(committe
     rt = committed_runtime
     access = grant(Principal(user_id="d", username="d", role="dispatcher", region_code="150625"), "console.view")
     received: list[str] = []
+    start = str(await latest_seq(rt))  # what a console's snapshot hands the stream
 
     async def listen() -> None:
-        async for event in follow(rt, access, None):
+        async for event in follow(rt, access, start):
             if event is not None:
                 received.append(event.type)
                 return

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import httpx
 from sqlalchemy import text
-from tests.conftest import login_headers
-from tests.factories import HANGGIN, create_elder
 
 from kernel.runtime import Runtime
+from tests.conftest import login_headers
+from tests.factories import HANGGIN, create_elder
 
 
 async def test_a_device_token_is_shown_once_and_stored_only_as_a_hash(client: httpx.AsyncClient, runtime: Runtime,

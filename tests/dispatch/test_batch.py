@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset
 
 from dispatch.batch import assign_batch
 from dispatch.models import Offer
@@ -16,6 +15,7 @@ from kernel.runtime import Runtime
 from orders.models import Order
 from orders.schemas import Window
 from orders.service import Intake, create_order
+from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset
 
 WEEKDAYS = [{"weekday": d, "start": "08:00:00", "end": "18:00:00"} for d in range(1, 8)]
 

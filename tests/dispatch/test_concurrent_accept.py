@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 
 from sqlalchemy import func, select
-from tests.conftest import settings_env
-from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
 
 from dispatch.models import Offer
 from kernel.audit import SystemActor
 from kernel.runtime import Runtime
 from orders.models import Visit
 from orders.service import Intake, create_order
+from tests.conftest import settings_env
+from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
 
 WORKER = Path(__file__).with_name("accept_worker.py")
 

@@ -3,62 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
-
-import httpx
-import pytest
-from tests.conftest import login_headers
-from tests.factories import (
-    XINI_TOWN,
-    caregiver_headers,
-    create_caregiver,
-    create_elder,
-    create_organization,
-    offset,
-    on_duty,
-)
 
 from dispatch.offers import expire_due_offers
 from kernel.clock import ManualClock
 from kernel.geo import from_wgs84
-from kernel.runtime import Runtime
-from orders.models import Elder
-
-
-class World:
-    def __init__(self, rt: Runtime, client: httpx.AsyncClient, elder: Elder, caregivers: list[Any],
-                 dispatcher: dict[str, str], family: dict[str, str]) -> None:
-        self.rt, self.client, self.elder, self.caregivers = rt, client, elder, caregivers
-        self.dispatcher, self.family = dispatcher, family
-
-    async def order(self, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
-        payload = {"elder_id": str(self.elder.id), "service_code": "daily_care", "channel": "app", **body}
-        response = await self.client.post("/v1/orders", json=payload, headers=headers or self.dispatcher)
-        assert response.status_code in (200, 201), response.text
-        return dict(response.json())
-
-    async def offers_of(self, index: int) -> list[dict[str, Any]]:
-        response = await self.client.get("/v1/caregivers/me/offers",
-                                         headers=await caregiver_headers(self.rt, self.caregivers[index]))
-        return list(response.json()["items"])
-
-    async def as_cg(self, index: int) -> dict[str, str]:
-        return await caregiver_headers(self.rt, self.caregivers[index])
-
-
-@pytest.fixture
-async def world(runtime: Runtime, client: httpx.AsyncClient) -> World:
-    """An elder at 锡尼镇 and three qualified caregivers on duty 300 m, 1 km and 3 km away."""
-    org = await create_organization(runtime)
-    elder = await create_elder(runtime, lat=XINI_TOWN[0], lon=XINI_TOWN[1], preferences={})
-    caregivers = []
-    for metres in (300, 1000, 3000):
-        cg = await create_caregiver(runtime, org, skills=["personal_care"], certificate_level="junior")
-        await on_duty(runtime, cg, *offset(*XINI_TOWN, north_m=metres))
-        caregivers.append(cg)
-    dispatcher = await login_headers(runtime, "dispatcher", region_code="150625")
-    family = await login_headers(runtime, "elder", elder_ids=[elder.id])
-    return World(runtime, client, elder, caregivers, dispatcher, family)
+from tests.factories import (
+    offset,
+)
+from tests.world import World
 
 
 async def test_an_asap_order_is_offered_to_the_nearest_qualified_caregiver(world: World) -> None:

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import httpx
-from tests.conftest import TEST_PASSWORD, login_headers
-from tests.factories import HANGGIN, caregiver_payload, create_organization
 
 from kernel.runtime import Runtime
+from tests.conftest import TEST_PASSWORD, login_headers
+from tests.factories import HANGGIN, caregiver_payload, create_organization
 
 
 async def test_admin_creates_an_organisation_and_a_dispatcher_may_not(client: httpx.AsyncClient, runtime: Runtime,

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from tests.conftest import login_headers
 
 from kernel.audit import AuditEntry, SystemActor, record_audit, verify_chain
 from kernel.runtime import Runtime
+from tests.conftest import login_headers
 from vnh.workers import seal_audit_once
 
 

@@ -4,13 +4,13 @@ from datetime import date
 
 import httpx
 from sqlalchemy import select, text
-from tests.conftest import login_headers
-from tests.factories import HANGGIN, create_elder, elder_payload
 
 from kernel.audit import AuditEntry
 from kernel.geo import from_wgs84
 from kernel.runtime import Runtime
 from orders.models import Elder
+from tests.conftest import login_headers
+from tests.factories import HANGGIN, create_elder, elder_payload
 
 
 async def _count_elders(runtime: Runtime) -> int:

@@ -10,10 +10,10 @@ from kernel.clock import ManualClock
 from kernel.runtime import Runtime
 from supervision.inspections import draw
 from tests.conftest import login_headers
-from tests.dispatch.test_flow import World, world  # noqa: F401  (the fixture)
+from tests.world import World
 
 
-async def test_a_blacklisted_caregiver_gets_no_new_offers_until_lifted(world: World,  # noqa: F811
+async def test_a_blacklisted_caregiver_gets_no_new_offers_until_lifted(world: World,
                                                                        admin_headers: dict[str, str]) -> None:
     nearest = world.caregivers[0]
     listed = await world.client.post("/v1/blacklist", headers=admin_headers, json={
@@ -29,7 +29,7 @@ async def test_a_blacklisted_caregiver_gets_no_new_offers_until_lifted(world: Wo
     assert len(await world.offers_of(0)) == 1
 
 
-async def test_a_blacklisted_organisation_blocks_all_its_caregivers(world: World,  # noqa: F811
+async def test_a_blacklisted_organisation_blocks_all_its_caregivers(world: World,
                                                                     admin_headers: dict[str, str]) -> None:
     await world.client.post("/v1/blacklist", headers=admin_headers, json={
         "subject_kind": "organization", "subject_id": str(world.caregivers[0].organization_id),
@@ -48,9 +48,8 @@ def test_the_same_seed_draws_the_same_sample() -> None:
 
 
 async def _complete_visit(world: World, far: bool = False) -> str:
-    from tests.factories import offset
-
     from dispatch import live
+    from tests.factories import offset
 
     for i, cg in enumerate(world.caregivers):  # phones report positions all day; the last hours' are stale
         await live.set_position(world.rt, cg.id, *offset(world.elder.lat, world.elder.lon, north_m=300 * (i + 1)),
@@ -71,7 +70,7 @@ async def _complete_visit(world: World, far: bool = False) -> str:
     return str(visit_id)
 
 
-async def test_inspections_are_reproducible_and_a_call_back_confirms(world: World) -> None:  # noqa: F811
+async def test_inspections_are_reproducible_and_a_call_back_confirms(world: World) -> None:
     visit_ids = [await _complete_visit(world) for _ in range(3)]
     auditor = await login_headers(world.rt, "auditor", region_code="150625")
     month = world.rt.clock.now().astimezone(world.rt.settings.tz).strftime("%Y-%m")
@@ -95,7 +94,7 @@ async def test_inspections_are_reproducible_and_a_call_back_confirms(world: Worl
     assert (await world.client.get(f"/v1/audit/inspections/{first.json()['id']}", headers=outside)).status_code == 404
 
 
-async def test_anomalies_and_visit_queries_show_flagged_visits(world: World) -> None:  # noqa: F811
+async def test_anomalies_and_visit_queries_show_flagged_visits(world: World) -> None:
     far_visit = await _complete_visit(world, far=True)
     auditor = await login_headers(world.rt, "auditor", region_code="150625")
     start = (world.rt.clock.now() - timedelta(days=1)).isoformat()
@@ -109,7 +108,7 @@ async def test_anomalies_and_visit_queries_show_flagged_visits(world: World) -> 
     assert refused.status_code == 403
 
 
-async def test_auditors_of_another_region_see_nothing(world: World, runtime: Runtime,  # noqa: F811
+async def test_auditors_of_another_region_see_nothing(world: World, runtime: Runtime,
                                                       client: httpx.AsyncClient) -> None:
     await _complete_visit(world)
     elsewhere = await login_headers(runtime, "auditor", region_code="150602")

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import httpx
-from tests.conftest import TEST_PASSWORD, login_headers
 
 from kernel.runtime import Runtime
+from tests.conftest import TEST_PASSWORD, login_headers
 
 
 async def test_healthz_answers_while_the_process_runs(client: httpx.AsyncClient) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import IN_CI, TEST_PASSWORD, settings_env
-from tests.factories import create_elder, create_organization
 
 from kernel.audit import SystemActor
 from kernel.auth import create_user
 from kernel.runtime import Runtime
+from tests.conftest import IN_CI, TEST_PASSWORD, settings_env
+from tests.factories import create_elder, create_organization
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import httpx
 import psutil
+
 from tests.conftest import TEST_PASSWORD
 
 
