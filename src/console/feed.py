@@ -24,7 +24,10 @@ PREFIXES = ("orders.order.", "orders.visit.", "dispatch.offer.", "devices.alarm.
 # closes that gap.
 MARGIN = 50
 PAGE = 500
-WAIT_MS = 15_000
+# The relay writes to the Redis stream before its transaction commits, so a wake-up can come before the rows are
+# visible: the follower never waits longer than this before looking at PostgreSQL again.
+WAIT_MS = 1_000
+KEEP_ALIVE_EVERY = 15  # idle waits between keep-alives
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ async def follow(rt: Runtime, access: Access, last_event_id: str | None) -> Asyn
     # redis-py types stream replies as unions of every shape; these calls answer [(id, fields), …]
     newest: Any = await rt.redis.xrevrange(stream, count=1)
     redis_id: bytes = newest[0][0] if newest else b"0-0"
+    idle = 0
     while True:
         for event in await events_after(rt, access, max(0, last - MARGIN)):
             last = max(last, event.id)
@@ -88,8 +92,12 @@ async def follow(rt: Runtime, access: Access, last_event_id: str | None) -> Asyn
         woke: Any = await rt.redis.xread({stream: redis_id}, count=PAGE, block=WAIT_MS)
         if woke:
             redis_id = woke[0][1][-1][0]
+            idle = 0
         else:
-            yield None
+            idle += 1
+            if idle >= KEEP_ALIVE_EVERY:
+                idle = 0
+                yield None
 
 
 def encode(event: FeedEvent) -> str:

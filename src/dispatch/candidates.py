@@ -3,11 +3,12 @@ may serve the elder, qualification, blacklist, busy windows, continuity and work
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import service as billing
@@ -33,10 +34,24 @@ class Ranked:
     considered: int  # caregivers looked at before the filters
 
 
-async def need_of(session: AsyncSession, order: Order, elder: ElderProfile) -> Need:
-    service = await session.get(ServiceType, order.service_code)
+_REQUIREMENTS: dict[str, tuple[float, str | None, str]] = {}
+REQUIREMENT_TTL_S = 60.0
+
+
+async def _requirement(session: AsyncSession, code: str) -> tuple[str | None, str]:
+    """(skill, certificate level) of a service; the catalogue barely changes, so it is kept for a minute."""
+    cached = _REQUIREMENTS.get(code)
+    if cached is not None and time.monotonic() - cached[0] < REQUIREMENT_TTL_S:
+        return cached[1], cached[2]
+    service = await session.get(ServiceType, code)
     assert service is not None
-    return Need(required_skill=service.required_skill, min_certificate_level=service.min_certificate_level,
+    _REQUIREMENTS[code] = (time.monotonic(), service.required_skill, service.min_certificate_level)
+    return service.required_skill, service.min_certificate_level
+
+
+async def need_of(session: AsyncSession, order: Order, elder: ElderProfile) -> Need:
+    skill, level = await _requirement(session, order.service_code)
+    return Need(required_skill=skill, min_certificate_level=level,
                 languages=elder.languages, preferred_gender=elder.preferred_gender,
                 emergency=order.service_code == EMERGENCY)
 
@@ -72,11 +87,18 @@ def _shift_covers(shifts: list[dict[str, str | int]], start: datetime, end: date
     return False
 
 
+_COLUMNS = (Caregiver.id, Caregiver.organization_id, Caregiver.gender, Caregiver.languages, Caregiver.skills,
+            Caregiver.certificate_level, Caregiver.rating_sum, Caregiver.rating_count)
+
+
 async def find_candidates(session: AsyncSession, rt: Runtime, order: Order, *,
                           exclude: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset(),
                           live_positions: bool | None = None) -> Ranked:
     """Ranked candidates for an order. Live positions for asap/near-term orders (stale ones are not trusted);
-    home bases and shifts for future windows (decisions §3)."""
+    home bases and shifts for future windows (decisions §3).
+
+    On the hot path (bench/dispatch_matching.py): one GEOSEARCH, then the candidates' matching columns, the
+    blacklist and the visit facts (busy, today's load, continuity) in one query each; no ORM objects."""
     settings = rt.settings.dispatch
     elder = await matching_profile(session, order.elder_id)
     need = await need_of(session, order, elder)
@@ -84,50 +106,51 @@ async def find_candidates(session: AsyncSession, rt: Runtime, order: Order, *,
         order.window_start <= rt.clock.now() + settings.batch_horizon
     distance: dict[uuid.UUID, float] = {}
     if use_live:
-        for p in await live.nearby(rt, elder.lat, elder.lon, settings.radius_m, settings.candidate_limit):
-            distance[p.caregiver_id] = p.distance_m if p.distance_m is not None else 0.0
+        distance = dict(await live.nearby(rt, elder.lat, elder.lon, settings.radius_m, settings.candidate_limit))
+        if not distance:
+            return Ranked(order.id, elder, need, [], 0)
     orgs = await serving_organizations(session, order, rt.clock.now())
-    query = select(Caregiver).where(Caregiver.active)
+    if orgs == set():
+        return Ranked(order.id, elder, need, [], 0)
+    columns = _COLUMNS if use_live else (*_COLUMNS, Caregiver.home_lat, Caregiver.home_lon, Caregiver.shifts)
+    query = select(*columns).where(Caregiver.active)
     if use_live:
-        query = query.where(Caregiver.id.in_(list(distance)), Caregiver.on_duty)
+        query = query.where(Caregiver.id == func.any(list(distance)), Caregiver.on_duty)
     else:
         query = query.where(Caregiver.home_lat.is_not(None))
     if orgs is not None:
-        query = query.where(Caregiver.organization_id.in_(list(orgs)))
-    rows = list((await session.scalars(query)).all()) if (distance or not use_live) and orgs != set() else []
+        query = query.where(Caregiver.organization_id == func.any(list(orgs)))
+    rows = (await session.execute(query)).all()
     considered = len(rows)
-    pool: list[Caregiver] = []
-    for cg in rows:
-        if cg.id in exclude:
+    pool = []
+    for row in rows:
+        if row.id in exclude:
             continue
         if not use_live:
-            assert cg.home_lat is not None and cg.home_lon is not None
-            d = haversine_m(elder.lat, elder.lon, cg.home_lat, cg.home_lon)
-            if d > settings.radius_m or not _shift_covers(cg.shifts, order.window_start, order.window_end,
+            d = haversine_m(elder.lat, elder.lon, row.home_lat, row.home_lon)
+            if d > settings.radius_m or not _shift_covers(row.shifts, order.window_start, order.window_end,
                                                           rt.settings.tz):
                 continue
-            distance[cg.id] = d
-        pool.append(cg)
+            distance[row.id] = d
+        pool.append(row)
     now = rt.clock.now()
     listed = await blacklisted_among(
-        session, [Subject("caregiver", cg.id) for cg in pool] + [Subject("organization", o)
-                                                                 for o in {cg.organization_id for cg in pool}], now)
-    blocked = {cg.id for cg in pool
-               if Subject("caregiver", cg.id) in listed or Subject("organization", cg.organization_id) in listed}
-    ids = [cg.id for cg in pool if cg.id not in blocked]
-    busy = set() if need.emergency else await visits.busy_caregivers(session, ids, order.window_start,
-                                                                        order.window_end)
+        session, [Subject("caregiver", r.id) for r in pool] + [Subject("organization", o)
+                                                               for o in {r.organization_id for r in pool}], now)
+    pool = [r for r in pool
+            if Subject("caregiver", r.id) not in listed and Subject("organization", r.organization_id) not in listed]
     local_day = now.astimezone(rt.settings.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-    today = await visits.visits_in(session, ids, local_day, local_day + timedelta(days=1))
-    served = await visits.previous_caregivers(session, elder.id, now - settings.continuity_lookback)
-    candidates = [
-        Candidate(
-            caregiver_id=cg.id, organization_id=cg.organization_id, gender=cg.gender,
-            languages=frozenset(cg.languages), skills=frozenset(cg.skills), certificate_level=cg.certificate_level,
-            distance_m=distance[cg.id],
-            rating=cg.rating_sum / cg.rating_count if cg.rating_count else None,
-            visits_today=today.get(cg.id, 0), served_before=cg.id in served,
-        )
-        for cg in pool if cg.id not in blocked and cg.id not in busy
-    ]
+    facts = await visits.caregiver_facts(
+        session, [r.id for r in pool], start=order.window_start, end=order.window_end, day_start=local_day,
+        day_end=local_day + timedelta(days=1), elder_id=elder.id, served_since=now - settings.continuity_lookback)
+    candidates = []
+    for r in pool:
+        busy, today, served = facts.get(r.id, (False, 0, False))
+        if busy and not need.emergency:
+            continue
+        candidates.append(Candidate(
+            caregiver_id=r.id, organization_id=r.organization_id, gender=r.gender, languages=frozenset(r.languages),
+            skills=frozenset(r.skills), certificate_level=r.certificate_level, distance_m=distance[r.id],
+            rating=r.rating_sum / r.rating_count if r.rating_count else None, visits_today=today,
+            served_before=served))
     return Ranked(order.id, elder, need, rank(need, candidates, settings.weights), considered)

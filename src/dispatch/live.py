@@ -60,27 +60,41 @@ async def on_duty_ids(rt: Runtime) -> set[uuid.UUID]:
     return {uuid.UUID(m.decode()) for m in members}
 
 
-async def nearby(rt: Runtime, lat: float, lon: float, radius_m: float, limit: int) -> list[Position]:
-    """On-duty caregivers with a fresh position within `radius_m`, nearest first."""
+async def nearby(rt: Runtime, lat: float, lon: float, radius_m: float, limit: int) -> list[tuple[uuid.UUID, float]]:
+    """(caregiver id, metres) of on-duty caregivers with a fresh position within `radius_m`, nearest first.
+
+    The GEO set holds on-duty caregivers only (going off duty removes them) and `drop_stale_positions` keeps old
+    positions out, so the COUNT-limited search is not crowded out by caregivers that would be filtered anyway."""
     pos, pos_at, duty = _keys(rt)
-    # redis-py types GEOSEARCH's reply as a union; with WITHDIST WITHCOORD it is [member, dist, (lon, lat)]
-    found: list[Any] = await rt.redis.geosearch(pos, longitude=lon, latitude=lat, radius=radius_m, unit="m", sort="ASC",
-                                     count=limit, withdist=True, withcoord=True)
+    # redis-py types GEOSEARCH's reply as a union; with WITHDIST it is [[member, dist], ...]
+    found: list[Any] = await rt.redis.geosearch(pos, longitude=lon, latitude=lat, radius=radius_m, unit="m",
+                                                sort="ASC", count=limit, withdist=True)
     if not found:
         return []
-    members = [m for m, _d, _c in found]
+    members = [m for m, _d in found]
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(pos_at, members)
         pipe.smismember(duty, members)
         stamps, duties = await pipe.execute()
     oldest = rt.clock.now().timestamp() - rt.settings.dispatch.position_max_age.total_seconds()
-    out = []
-    for (member, dist, (plon, plat)), stamp, is_on in zip(found, stamps, duties, strict=True):
-        if not is_on or stamp is None or float(stamp) < oldest:
-            continue
-        out.append(Position(uuid.UUID(member.decode()), plat, plon,
-                            datetime.fromtimestamp(float(stamp), UTC), float(dist)))
-    return out
+    return [(uuid.UUID(member.decode()), float(dist))
+            for (member, dist), stamp, is_on in zip(found, stamps, duties, strict=True)
+            if is_on and stamp is not None and float(stamp) >= oldest]
+
+
+async def drop_stale_positions(rt: Runtime) -> int:
+    """Remove positions older than the trusted age from the GEO set (their caregivers stay on duty; the next
+    report brings them back)."""
+    pos, pos_at, _ = _keys(rt)
+    stamps: dict[Any, Any] = await rt.redis.hgetall(pos_at)
+    oldest = rt.clock.now().timestamp() - rt.settings.dispatch.position_max_age.total_seconds()
+    stale = [member for member, stamp in stamps.items() if float(stamp) < oldest]
+    if stale:
+        async with rt.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(pos, *stale)
+            pipe.hdel(pos_at, *stale)
+            await pipe.execute()
+    return len(stale)
 
 
 async def positions(rt: Runtime, ids: list[uuid.UUID]) -> dict[uuid.UUID, Position]:

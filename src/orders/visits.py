@@ -51,6 +51,22 @@ async def previous_caregivers(session: AsyncSession, elder_id: uuid.UUID, since:
     return set(rows.all())
 
 
+async def caregiver_facts(session: AsyncSession, ids: Iterable[uuid.UUID], *, start: datetime, end: datetime,
+                          day_start: datetime, day_end: datetime, elder_id: uuid.UUID, served_since: datetime
+                          ) -> dict[uuid.UUID, tuple[bool, int, bool]]:
+    """For matching, in one query: per caregiver (busy in [start, end), visits in the day, served this elder since)."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    busy = func.bool_or(and_(Visit.status.in_(LIVE), Visit.window_start < end, Visit.window_end > start))
+    today = func.count().filter(Visit.status != "withdrawn", Visit.window_start >= day_start,
+                                Visit.window_start < day_end)
+    served = func.bool_or(and_(Visit.elder_id == elder_id, Visit.check_out_at >= served_since))
+    rows = await session.execute(select(Visit.caregiver_id, busy, today, served)
+                                 .where(Visit.caregiver_id == func.any(ids)).group_by(Visit.caregiver_id))
+    return {cid: (bool(b), int(n), bool(s)) for cid, b, n, s in rows.all()}
+
+
 async def visits_in(session: AsyncSession, ids: Iterable[uuid.UUID], start: datetime, end: datetime
                     ) -> dict[uuid.UUID, int]:
     ids = list(ids)

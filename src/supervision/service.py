@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from supervision.models import BlacklistEntry
@@ -41,5 +41,5 @@ async def blacklisted_among(session: AsyncSession, subjects: Iterable[Subject], 
     if not wanted:
         return set()
     rows = await session.execute(select(BlacklistEntry.subject_kind, BlacklistEntry.subject_id).where(
-        tuple_(BlacklistEntry.subject_kind, BlacklistEntry.subject_id).in_(list(wanted)), _in_force(at)))
-    return {Subject(kind, sid) for kind, sid in rows.all()}  # type: ignore[arg-type]
+        BlacklistEntry.subject_id == func.any(list({sid for _, sid in wanted})), _in_force(at)))
+    return {Subject(kind, sid) for kind, sid in rows.all() if (kind, sid) in wanted}  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import logging
 import signal
@@ -145,6 +146,10 @@ async def _serve(args: argparse.Namespace) -> None:
                 from vnh.demo_activity import keep_alive
 
                 demo_task = asyncio.create_task(keep_alive(runtime, summary.region_code, stop_demo))
+            # Everything built so far lives as long as the process: keep it out of the collector's full passes,
+            # whose pauses otherwise set matching's tail latency (bench/README.md).
+            gc.collect()
+            gc.freeze()
             await server.serve()
             stop_demo.set()
             if demo_task is not None:

@@ -100,6 +100,7 @@ class Workers:
 
     def start(self) -> None:
         from dispatch.offers import expire_due_offers
+        from dispatch.live import drop_stale_positions
         from orders.service import lapse_unserved_orders
 
         rt, stop = self.runtime, self.stop
@@ -113,6 +114,8 @@ class Workers:
                                 name="confirmations"),
             asyncio.create_task(_every("unserved windows", 60.0, stop, lambda: lapse_unserved_orders(rt)),
                                 name="lapse"),
+            asyncio.create_task(_every("stale positions", 60.0, stop, lambda: drop_stale_positions(rt)),
+                                name="positions"),
         ]
 
     async def close(self) -> None:

@@ -226,3 +226,18 @@ async def test_an_order_whose_window_passes_unserved_is_cancelled_by_the_system(
     assert await lapse_unserved_orders(world.rt) == 1
     final = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
     assert final["status"] == "cancelled" and final["history"][-1]["reason"] == "window passed unserved"
+
+
+async def test_stale_positions_leave_the_search_and_come_back_with_the_next_report(world: World) -> None:
+    from dispatch import live
+
+    assert isinstance(world.rt.clock, ManualClock)
+    world.rt.clock.advance(world.rt.settings.dispatch.position_max_age + timedelta(seconds=1))
+    assert await live.drop_stale_positions(world.rt) == 3
+    order = await world.order()
+    assert order["status"] == "unfulfilled"
+    await live.set_position(world.rt, world.caregivers[1].id, world.elder.lat, world.elder.lon, world.rt.clock.now())
+    again = await world.order(service_code="companionship")
+    assert again["status"] == "unfulfilled"  # companionship is not among their skills
+    third = await world.order()
+    assert third["status"] == "offered" and len(await world.offers_of(1)) == 1
