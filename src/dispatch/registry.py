@@ -8,13 +8,14 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing import service as billing
 from dispatch import schemas
 from dispatch.models import Caregiver, Organization
 from kernel.audit import record_audit
 from kernel.auth import User, create_user
 from kernel.authz import Access
 from kernel.clock import Clock
-from kernel.errors import Conflict, NotFound, Unprocessable
+from kernel.errors import Conflict, NotFound
 from kernel.outbox import emit
 from kernel.personal_data import FieldCipher
 from kernel.phones import mask_phone
@@ -31,13 +32,12 @@ def parse_id(value: str, what: str) -> uuid.UUID:
 
 async def create_organization(session: AsyncSession, clock: Clock, access: Access,
                               data: schemas.OrganizationCreate) -> Organization:
-    if data.contracted_programs:
-        # Programmes arrive with the billing issue; until then no programme id can be valid.
-        raise Unprocessable("unknown programme ids", code="unknown_program",
-                            details={"program_ids": data.contracted_programs})
     org = Organization(id=uuid.uuid4(), name=data.name.strip(), region_code=data.region_code)
     session.add(org)
     await session.flush()
+    if data.contracted_programs:  # shorthand for contracts in the organisation's region (422 for unknown ids)
+        await billing.contract_new_organization(session, clock, access, organization_id=org.id,
+                                                region_code=org.region_code, program_ids=data.contracted_programs)
     await record_audit(session, clock, access, "organization.create", "organization", org.id,
                        {"name": org.name, "region_code": org.region_code})
     emit(session, clock, "dispatch.organization.created", str(org.id),

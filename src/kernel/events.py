@@ -86,6 +86,43 @@ class VisitChanged(EventPayload):
     flags: list[str] = []
 
 
+class ProgramCreated(EventPayload):
+    program_id: str
+    region_code: str
+
+
+class ContractCreated(EventPayload):
+    contract_id: str
+    organization_id: str
+    program_id: str | None
+
+
+class ReservationCreated(EventPayload):
+    order_id: str
+    elder_id: str
+    program_id: str | None
+    entitlement_id: str | None
+
+
+class ReservationReleased(EventPayload):
+    order_id: str
+    program_id: str | None
+
+
+class VisitBilled(EventPayload):
+    visit_id: str
+    order_id: str
+    program_id: str | None
+    organization_id: str
+
+
+class SettlementChanged(EventPayload):
+    settlement_id: str
+    program_id: str
+    organization_id: str
+    month: str
+
+
 ORDER_STATUS_EVENTS = ("created", "dispatching", "offered", "assigned", "en_route", "in_service", "completed",
                        "confirmed", "cancelled", "unfulfilled")
 OFFER_EVENTS = ("created", "accepted", "declined", "expired", "withdrawn")
@@ -103,6 +140,14 @@ CATALOGUE: dict[str, type[EventPayload]] = {
     "orders.elder.updated": ElderUpdated,
     "devices.device.registered": DeviceRegistered,
     "devices.device.revoked": DeviceRevoked,
+    "billing.program.created": ProgramCreated,
+    "billing.contract.created": ContractCreated,
+    "billing.reservation.created": ReservationCreated,
+    "billing.reservation.released": ReservationReleased,
+    "billing.visit.captured": VisitBilled,
+    "billing.visit.excluded": VisitBilled,
+    "billing.settlement.drafted": SettlementChanged,
+    "billing.settlement.approved": SettlementChanged,
 }
 
 

@@ -211,6 +211,11 @@ class Visit(Base):
         Index("ix_visits_caregiver_window", "caregiver_id", "window_start"),
     )
 
+    @property
+    def checked_out_at(self) -> datetime | None:
+        """The name billing's `FinishedVisit` protocol reads."""
+        return self.check_out_at
+
 
 VISIT_FLAGS = ("far_check_in", "too_short", "overlap", "no_confirmation", "impossible_travel")
 

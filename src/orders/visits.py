@@ -284,17 +284,17 @@ async def settle_billing(session: AsyncSession, rt: Runtime, visit: Visit, order
     open_flags = [f for f in flags if f.decision is None]
     if rejected or visit.outcome != "completed":
         reason = f"rejected: {rejected[0].flag}: {rejected[0].reason}" if rejected else f"outcome: {visit.outcome}"
-        await billing.exclude(session, rt.clock, visit, reason)  # type: ignore[arg-type]
+        await billing.exclude(session, rt.clock, visit, reason)
         await billing.release(session, rt.clock, order)
         visit.billing = "excluded"
     elif open_flags:
         if visit.billing != "held":
-            await billing.exclude(session, rt.clock, visit,  # type: ignore[arg-type]
+            await billing.exclude(session, rt.clock, visit,
                                   "unresolved: " + ", ".join(sorted(f.flag for f in open_flags)))
             visit.billing = "held"
     elif visit.confirmed_at is not None or any(f.flag == "no_confirmation" and f.decision == "approved"
                                                 for f in flags):
-        await billing.capture(session, rt.clock, visit)  # type: ignore[arg-type]
+        await billing.capture(session, rt.clock, visit)
         visit.billing = "captured"
 
 

@@ -165,7 +165,7 @@ async def audit_anomalies(session: SessionDep, runtime: RuntimeDep, access: Read
 class InspectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     region_code: CountyCode
-    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    month: str = Field(pattern=r"^(19|20)\d{2}-(0[1-9]|1[0-2])$")
     sample_size: int = Field(ge=1, le=1000, description="a maximum: a smaller population gives a smaller sample")
     seed: int | None = Field(default=None, ge=0, le=2**62)
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from billing.endpoints import router as billing_router
 from console.endpoints import STATIC as CONSOLE_STATIC
 from console.endpoints import router as console_router
 from devices.endpoints import router as devices_router
@@ -51,7 +52,7 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     app.add_middleware(InputHygieneMiddleware)
     app.add_middleware(RequestContextMiddleware)  # outermost: the id is set before anything can refuse
     routers = (health_router, auth_router, accounts_router, dispatch_live_router, dispatch_router, orders_router,
-               order_flow_router, devices_router, supervision_router)
+               order_flow_router, devices_router, billing_router, supervision_router)
     for router in routers:
         app.include_router(router)
     app.include_router(console_router)

@@ -205,6 +205,19 @@ async def _dispatch_batch(args: argparse.Namespace) -> None:
           f"{report.without_candidate} without a candidate")
 
 
+async def _billing(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+        runtime = Runtime.build(settings)
+        try:
+            if args.billing_command == "settle":
+                return await commands.settle(runtime, args.month)
+            return await commands.verify(runtime)
+        finally:
+            await runtime.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vnh", description="vnh: virtual nursing home service dispatch")
     common = argparse.ArgumentParser(add_help=False)
@@ -230,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch = dispatch_sub.add_parser("batch", parents=[common], help="offer open scheduled orders now (min-cost)")
     batch.add_argument("--region-code", default=None)
 
+    billing = sub.add_parser("billing", help="billing tools")
+    billing_sub = billing.add_subparsers(dest="billing_command", required=True)
+    settle = billing_sub.add_parser("settle", parents=[common], help="draft every statement of a month")
+    settle.add_argument("--month", required=True, help="YYYY-MM (Asia/Shanghai)")
+    billing_sub.add_parser("verify", parents=[common], help="prove ledger balances and that nothing is overdrawn")
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", parents=[common], help="check the hash chain of the audit log")
@@ -250,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_dispatch_batch(args))
         elif args.command == "audit":
             return asyncio.run(_audit_verify(args))
+        elif args.command == "billing":
+            return asyncio.run(_billing(args))
     except DomainError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import billing.models
 import devices.models
 import dispatch.models
 import kernel.audit
@@ -13,4 +14,4 @@ from kernel.db import Base
 
 metadata = Base.metadata
 
-__all__ = ["devices", "dispatch", "kernel", "metadata", "orders", "supervision"]
+__all__ = ["billing", "devices", "dispatch", "kernel", "metadata", "orders", "supervision"]

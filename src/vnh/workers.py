@@ -99,8 +99,8 @@ class Workers:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        from dispatch.offers import expire_due_offers
         from dispatch.live import drop_stale_positions
+        from dispatch.offers import expire_due_offers
         from orders.service import lapse_unserved_orders
 
         rt, stop = self.runtime, self.stop

@@ -57,6 +57,10 @@ def test_every_route_is_public_or_names_a_permission_of_the_matrix(runtime: Runt
             assert route.path not in PUBLIC_PATHS
 
 
+# Server-sent event streams: tested end to end in tests/console, not here.
+ENDLESS = {"/v1/console/stream"}
+
+
 def _principal(role: str) -> Principal:
     return Principal(user_id=str(uuid.uuid4()), username=f"walker-{role}", role=role,  # type: ignore[arg-type]
                      organization_id=str(uuid.uuid4()), region_code="150625",
@@ -71,6 +75,8 @@ async def test_each_role_gets_exactly_what_the_matrix_grants(client: httpx.Async
         path = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), route.path)
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
             for role in ROLES:
+                if route.path in ENDLESS and role in MATRIX[permission]:
+                    continue  # an open stream never ends under the in-process transport; its 403s are checked
                 headers = {"Authorization": f"Bearer {runtime.tokens.issue(_principal(role))}"}
                 body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
                 response = await client.request(method, path, headers=headers, json=body)
