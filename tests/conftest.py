@@ -11,12 +11,16 @@ tests that need real commits from several connections get a fresh clone of their
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import secrets
+import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +259,36 @@ async def login_headers(rt: Runtime, role: Role, **scope: Any) -> dict[str, str]
 @pytest.fixture
 async def admin_headers(runtime: Runtime) -> dict[str, str]:
     return await login_headers(runtime, "admin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def served(committed_runtime: Runtime, tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
+    """`vnh serve` on the committed test database, with the test runtime's clock set to now (the server's)."""
+    assert isinstance(committed_runtime.clock, ManualClock)
+    committed_runtime.clock.set(datetime.now(UTC))
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vnh.cli", "serve", "--port", str(port), env=settings_env(committed_runtime.settings),
+        stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            for _ in range(120):
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+        yield committed_runtime, base
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 60)
+        log.close()

@@ -2,56 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import socket
-import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from kernel.clock import ManualClock
-from kernel.runtime import Runtime
-from tests.conftest import IN_CI, settings_env
+from tests.conftest import IN_CI
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def served(committed_runtime: Runtime, tmp_path: Path) -> AsyncIterator[tuple[Runtime, str]]:
-    """`vnh serve` on the committed test database, with the test runtime's clock set to now (the server's)."""
-    assert isinstance(committed_runtime.clock, ManualClock)
-    committed_runtime.clock.set(datetime.now(UTC))
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vnh.cli", "serve", "--port", str(port), env=settings_env(committed_runtime.settings),
-        stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base) as client:
-            for _ in range(120):
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.5)
-        yield committed_runtime, base
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 60)
-        log.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -21,56 +20,33 @@ from tests.conftest import IN_CI, TEST_PASSWORD, settings_env
 from tests.factories import create_elder, create_organization
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def test_no_request_the_schema_allows_makes_a_server_error(committed_runtime: Runtime, tmp_path: Path) -> None:
+async def test_no_request_the_schema_allows_makes_a_server_error(served: tuple[Runtime, str]) -> None:
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
     if cli is None:
         if IN_CI:
             pytest.fail("schemathesis is not installed (pip install -e '.[dev]')")
         pytest.skip("schemathesis is not installed")
-    rt = committed_runtime
+    rt, base = served
     # something to find: ids in the database make the fuzzer reach past 404s
     await create_organization(rt)
     await create_elder(rt)
     env = settings_env(rt.settings)
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vnh.cli", "serve", "--port", str(port), env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base) as client:
-            for _ in range(120):
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.5)
-            async with rt.database.unit_of_work() as session:
-                await create_user(session, rt.clock, SystemActor("test"), username="fuzz-admin",
-                                  password=TEST_PASSWORD, role="admin")
-            # log in through the server: its clock, not the test's manual one, dates the token
-            token = await client.post("/v1/auth/token", json={"username": "fuzz-admin", "password": TEST_PASSWORD})
-            assert token.status_code == 200, token.text
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        run = await asyncio.create_subprocess_exec(
-            cli, "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
-            "--header", f"Authorization: {headers['Authorization']}",
-            "--phases", "examples,coverage,fuzzing", "--max-examples", os.environ.get("VNH_FUZZ_EXAMPLES", "15"),
-            "--workers", "1", "--max-time", os.environ.get("VNH_FUZZ_SECONDS", "90"), "--seed", "2026", "--no-color",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
-        out, _ = await asyncio.wait_for(run.communicate(), 400)
-        report = out.decode(errors="replace")
-        print(report[-6000:])
-        assert run.returncode == 0, report[-8000:]
-        assert re.search(r"\d+ (passed|generated)", report) or "test cases" in report, report[-3000:]
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 60)
-        log.close()
+    async with rt.database.unit_of_work() as session:
+        await create_user(session, rt.clock, SystemActor("test"), username="fuzz-admin", password=TEST_PASSWORD,
+                          role="admin")
+    async with httpx.AsyncClient(base_url=base) as client:
+        # log in through the server: its clock dates the token
+        token = await client.post("/v1/auth/token", json={"username": "fuzz-admin", "password": TEST_PASSWORD})
+    assert token.status_code == 200, token.text
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    run = await asyncio.create_subprocess_exec(
+        cli, "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
+        "--header", f"Authorization: {headers['Authorization']}",
+        "--phases", "examples,coverage,fuzzing", "--max-examples", os.environ.get("VNH_FUZZ_EXAMPLES", "15"),
+        "--workers", "1", "--max-time", os.environ.get("VNH_FUZZ_SECONDS", "90"), "--seed", "2026", "--no-color",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
+    out, _ = await asyncio.wait_for(run.communicate(), 400)
+    report = out.decode(errors="replace")
+    print(report[-6000:])
+    assert run.returncode == 0, report[-8000:]
+    assert re.search(r"\d+ (passed|generated)", report) or "test cases" in report, report[-3000:]
