@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices import schemas
 from devices.models import Device
+from devices.mosquitto import password_entry as mosquitto_password_entry
 from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.clock import Clock
@@ -41,6 +42,8 @@ async def register_device(session: AsyncSession, clock: Clock, cipher: FieldCiph
     token = secrets.token_urlsafe(16)  # 128 random bits
     device = Device(device_id=data.device_id, kind=data.kind, elder_id=elder.id, token_hash=hash_token(cipher, token),
                     status="active")
+    # what Mosquitto's dynamic-security plugin checks, derived while the plaintext is in hand (devices/mosquitto.py)
+    device.broker_password = mosquitto_password_entry(token)
     session.add(device)
     try:
         await session.flush()

@@ -56,6 +56,13 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "devices.register": {"admin": "all"},
     "devices.read": {"admin": "all", "dispatcher": "region", "auditor": "region", "elder": "own"},
     "devices.revoke": {"admin": "all", "dispatcher": "region"},
+    "devices.configure": {"admin": "all", "dispatcher": "region"},  # call-button mapping
+    "devices.dead_letters": {"admin": "all", "dispatcher": "region", "auditor": "region"},
+    # monitoring and alarms (devices)
+    "elders.monitoring": {"admin": "all", "dispatcher": "region"},
+    "elders.sos": {"admin": "all", "dispatcher": "region", "elder": "own"},
+    "alarms.read": {"admin": "all", "dispatcher": "region", "auditor": "region"},
+    "alarms.respond": {"admin": "all", "dispatcher": "region"},
     # catalogue
     "services.read": dict(_EVERYONE),
     # orders, offers, visits

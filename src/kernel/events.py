@@ -56,6 +56,35 @@ class DeviceRevoked(EventPayload):
     elder_id: str
 
 
+class DeviceStatusChanged(EventPayload):
+    device_id: str
+    elder_id: str
+    region_code: str
+    online: bool
+
+
+class AlarmChanged(EventPayload):
+    """devices.alarm.{raised,repeated,acknowledged,resolved,cancelled,escalated}: the console's alarm feed."""
+
+    alarm_id: str
+    elder_id: str
+    region_code: str
+    device_id: str | None
+    type: str
+    severity: str
+    status: str
+    count: int
+    order_id: str | None = None
+    escalation_level: int = 0
+
+
+class DeviceCommandChanged(EventPayload):
+    command_id: str
+    device_id: str
+    type: str
+    status: str
+
+
 class OrderChanged(EventPayload):
     order_id: str
     elder_id: str
@@ -128,6 +157,8 @@ ORDER_STATUS_EVENTS = ("created", "dispatching", "offered", "assigned", "en_rout
 OFFER_EVENTS = ("created", "accepted", "declined", "expired", "withdrawn")
 VISIT_EVENTS = ("departed", "checked_in", "checked_out", "confirmed", "flagged", "flag_resolved", "withdrawn")
 
+ALARM_EVENTS = ("raised", "repeated", "acknowledged", "resolved", "cancelled", "escalated")
+
 CATALOGUE: dict[str, type[EventPayload]] = {
     **{f"orders.order.{status}": OrderChanged for status in ORDER_STATUS_EVENTS},
     **{f"dispatch.offer.{verb}": OfferChanged for verb in OFFER_EVENTS},
@@ -140,6 +171,10 @@ CATALOGUE: dict[str, type[EventPayload]] = {
     "orders.elder.updated": ElderUpdated,
     "devices.device.registered": DeviceRegistered,
     "devices.device.revoked": DeviceRevoked,
+    "devices.device.online": DeviceStatusChanged,
+    "devices.device.offline": DeviceStatusChanged,
+    **{f"devices.alarm.{verb}": AlarmChanged for verb in ALARM_EVENTS},
+    **{f"devices.command.{verb}": DeviceCommandChanged for verb in ("queued", "acknowledged", "expired")},
     "billing.program.created": ProgramCreated,
     "billing.contract.created": ContractCreated,
     "billing.reservation.created": ReservationCreated,

@@ -56,6 +56,38 @@ class MqttSettings(BaseModel):
     share_group: str = "vnh"
     username: str | None = None
     password: SecretStr | None = None
+    # devices ingest (src/devices/gateway.py): `$share/<share_group>/...` unless the broker has no shared
+    # subscriptions (the embedded amqtt broker: subscribed plainly, one instance)
+    shared_subscription: bool = True
+    ingest: bool = True  # run the MQTT gateway in this instance
+    keepalive_s: int = 30
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+
+
+class DevicesSettings(BaseModel):
+    """Devices and alarms (src/devices/): ingest batching, supervision, rules, escalation, commands, broker hooks."""
+
+    batch_size: int = 500  # messages per ingest transaction (at most the broker's in-flight window)
+    batch_wait_s: float = 0.02  # how long a batch waits to fill once its first message is in
+    max_payload_bytes: int = 65_536
+    dedup_retention: timedelta = timedelta(days=30)
+    heartbeat_s: int = 300  # default supervision interval
+    offline_after_intervals: float = 2.5  # silent this many intervals → one device_offline alarm
+    supervision_interval_s: float = 10.0
+    low_battery_percent: int = 15
+    escalate_after: timedelta = timedelta(seconds=60)  # unacknowledged alarms escalate (UK TSA: 60 s)
+    escalation_max_level: int = 5
+    escalation_extra_responders: int = 3
+    command_ttl: timedelta = timedelta(hours=24)
+    command_resend_after: timedelta = timedelta(minutes=2)
+    eta_speed_kmh: float = 20.0  # "预计…分钟到达" in the notify command: distance at this speed
+    notifier_webhook_url: str | None = None  # emergency-contact notices (an SMS/voice gateway's webhook)
+    notifier_webhook_secret: SecretStr | None = None  # HMAC-SHA256 of the body in X-VNH-Signature
+    notifier_timeout_s: float = 5.0
+    broker_hook_secret: SecretStr | None = None  # the EMQX HTTP auth/ACL hook's bearer secret
+    # Mosquitto's dynamic-security admin: revoked devices are disabled there (`disableClient`) when set
+    mosquitto_admin_username: str | None = None
+    mosquitto_admin_password: SecretStr | None = None
 
 
 class MatchingWeights(BaseModel):
@@ -120,6 +152,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     visits: VisitSettings = Field(default_factory=VisitSettings)
+    devices: DevicesSettings = Field(default_factory=DevicesSettings)
 
     @field_validator("timezone")
     @classmethod

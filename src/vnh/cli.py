@@ -218,6 +218,17 @@ async def _billing(args: argparse.Namespace) -> int:
             await runtime.close()
 
 
+async def _devices(args: argparse.Namespace) -> int:
+    from devices import cli as devices_cli
+
+    async with prepared(args.data_dir, mqtt=args.command == "simulate") as (settings, _):
+        runtime = Runtime.build(settings)
+        try:
+            return await devices_cli.run(runtime, args)
+        finally:
+            await runtime.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vnh", description="vnh: virtual nursing home service dispatch")
     common = argparse.ArgumentParser(add_help=False)
@@ -249,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--month", required=True, help="YYYY-MM (Asia/Shanghai)")
     billing_sub.add_parser("verify", parents=[common], help="prove ledger balances and that nothing is overdrawn")
 
+    from devices.cli import add_parsers as add_device_parsers
+
+    add_device_parsers(sub, common)  # devices export-mosquitto-acl, simulate devices
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", parents=[common], help="check the hash chain of the audit log")
@@ -271,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_audit_verify(args))
         elif args.command == "billing":
             return asyncio.run(_billing(args))
+        elif args.command in ("devices", "simulate"):
+            return asyncio.run(_devices(args))
     except DomainError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 2

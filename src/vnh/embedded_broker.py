@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("transitions").setLevel(logging.WARNING)  # amqtt's state machine logs every transition
-    asyncio.run(serve(args.host, args.port))
+    # Device authentication and topic ACL (src/devices/amqtt_auth.py): it refuses before amqtt touches a session
+    from devices.amqtt_auth import embedded_plugins
+
+    asyncio.run(serve(args.host, args.port, embedded_plugins(args.data_dir)))
 
 
 if __name__ == "__main__":

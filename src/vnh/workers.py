@@ -95,7 +95,10 @@ class Workers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.stop = asyncio.Event()
-        self.relay = build_relay(runtime)
+        from devices.tasks import DeviceWorkers
+
+        self.devices = DeviceWorkers(runtime)
+        self.relay = build_relay(runtime, self.devices.publishers())
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -117,9 +120,11 @@ class Workers:
             asyncio.create_task(_every("stale positions", 60.0, stop, lambda: drop_stale_positions(rt)),
                                 name="positions"),
         ]
+        self.devices.start(stop, relay=self.relay)  # an SOS wakes the relay: its offers go out at once
 
     async def close(self) -> None:
         self.stop.set()
+        await self.devices.close()  # the MQTT gateway commits and acknowledges what it holds, then disconnects
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 10)

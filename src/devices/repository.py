@@ -1,0 +1,65 @@
+"""Read queries of the devices package: stored events and dead letters, newest first, keyset-paged."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devices.models import DeadLetter, StoredEvent
+from kernel.authz import Access
+from kernel.errors import Unprocessable
+from kernel.pagination import check_limit
+
+
+def encode_cursor(at: datetime, row_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), row_id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        at, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(at), int(row_id)
+    except Exception as exc:
+        raise Unprocessable("invalid cursor", code="invalid_cursor") from exc
+
+
+def _page(query: Select[Any], at_col: Any, id_col: Any, cursor: str | None, limit: int) -> Select[Any]:
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        query = query.where(or_(at_col < at, and_(at_col == at, id_col < row_id)))
+    return query.order_by(at_col.desc(), id_col.desc()).limit(check_limit(limit) + 1)
+
+
+async def device_events(session: AsyncSession, device_id: str, *, type_: str | None, from_: datetime | None,
+                        to: datetime | None, cursor: str | None, limit: int) -> tuple[list[StoredEvent], str | None]:
+    query = select(StoredEvent).where(StoredEvent.device_id == device_id)
+    if type_:
+        query = query.where(StoredEvent.type == type_)
+    if from_:
+        query = query.where(StoredEvent.received_at >= from_)
+    if to:
+        query = query.where(StoredEvent.received_at < to)
+    rows = list((await session.scalars(_page(query, StoredEvent.received_at, StoredEvent.id, cursor, limit))).all())
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].received_at, rows[-1].id)
+    return rows, None
+
+
+async def dead_letters(session: AsyncSession, access: Access, *, from_: datetime | None, cursor: str | None,
+                       limit: int) -> tuple[list[DeadLetter], str | None]:
+    """Dead letters in the caller's scope: those of devices in its region (an unknown device has no region: admins
+    see those)."""
+    query = select(DeadLetter).where(access.region_clause(DeadLetter.region_code))  # type: ignore[arg-type]
+    if from_:
+        query = query.where(DeadLetter.received_at >= from_)
+    rows = list((await session.scalars(_page(query, DeadLetter.received_at, DeadLetter.id, cursor, limit))).all())
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].received_at, rows[-1].id)
+    return rows, None

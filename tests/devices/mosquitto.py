@@ -1,0 +1,131 @@
+"""A Mosquitto of the test's own with vnh's configuration (deploy/mosquitto/mosquitto.conf), on a free port.
+
+The same rewrite as deploy/mosquitto/check-config.sh: loopback listener on the chosen port, the machine's dynsec
+plugin path, a temporary data directory, logs to a file. Fails (never skips) when CI=true and the binary is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+           "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+           "/usr/lib/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so")
+
+
+def require_mosquitto() -> str:
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    plugin = next((p for p in PLUGINS if os.path.exists(p)), None)
+    if binary is None or plugin is None:
+        reason = "mosquitto or its dynamic-security plugin is not installed"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{reason} (CI=true: install the Debian package mosquitto)")
+        pytest.skip(reason)
+    return binary
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def vnh_config(port: int, workdir: Path) -> str:
+    plugin = next(p for p in PLUGINS if os.path.exists(p))
+    text = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    replaced = (text.replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+                .replace("\nplugin /usr/lib/mosquitto_dynamic_security.so\n", f"\nplugin {plugin}\n")
+                .replace("/mosquitto/data/", f"{workdir}/")
+                .replace("\nlog_dest stdout\n", f"\nlog_dest file {workdir}/broker.log\n"))
+    for expected in (f"listener {port} 127.0.0.1", f"plugin {plugin}", f"persistence_location {workdir}/",
+                     f"log_dest file {workdir}/broker.log"):
+        assert expected in replaced.splitlines(), f"the rewrite of mosquitto.conf missed {expected!r}"
+    return replaced
+
+
+@dataclass(frozen=True)
+class RunningMosquitto:
+    url: str
+    workdir: Path
+
+    def log(self) -> str:
+        path = self.workdir / "broker.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextmanager
+def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: bool = True
+                  ) -> Iterator[RunningMosquitto]:
+    """Run Mosquitto with vnh's configuration and this dynamic-security file, in a directory of its own under /tmp
+    (run as root, Mosquitto drops to its own user, which cannot enter pytest's private temporary directories)."""
+    binary = require_mosquitto()
+    port = port or _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="vnh-mosquitto-"))
+    try:
+        with _run(binary, port, workdir, dynsec, verbose) as running:
+            yield running
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _run(binary: str, port: int, workdir: Path, dynsec: dict[str, Any], verbose: bool
+         ) -> Iterator[RunningMosquitto]:
+    (workdir / "mosquitto.conf").write_text(vnh_config(port, workdir))
+    security = workdir / "dynamic-security.json"
+    security.write_text(json.dumps(dynsec))
+    security.chmod(0o600)
+    if os.geteuid() == 0:  # run as root, mosquitto drops to its own user: it must own its directory
+        try:
+            user = pwd.getpwnam("mosquitto")
+        except KeyError:
+            user = None
+        if user is not None:
+            for path in (workdir, *workdir.rglob("*")):
+                os.chown(path, user.pw_uid, user.pw_gid)
+    log = workdir / "broker.log"
+    # -v as check-config.sh: refused publishes ("Denied PUBLISH") are logged only at that level
+    command = [binary, "-c", str(workdir / "mosquitto.conf"), *(["-v"] if verbose else [])]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / "stderr.log", "wb"))  # noqa: SIM115
+    deadline = time.monotonic() + 15
+    while "running" not in (log.read_text(errors="replace") if log.exists() else ""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mosquitto did not start:\n{(workdir / 'stderr.log').read_text()}\n"
+                               f"{log.read_text() if log.exists() else ''}")
+        time.sleep(0.05)
+    try:
+        yield RunningMosquitto(f"mqtt://127.0.0.1:{port}", workdir)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def dynsec_init(path: Path, admin_password: str) -> dict[str, Any]:
+    """What `mosquitto_ctrl dynsec init` makes (the admin client and role)."""
+    ctrl = shutil.which("mosquitto_ctrl")
+    if ctrl is None:
+        return {"clients": [], "roles": [], "groups": []}
+    subprocess.run([ctrl, "dynsec", "init", str(path), "admin", admin_password], check=True,
+                   capture_output=True)
+    return dict(json.loads(path.read_text()))
