@@ -53,6 +53,10 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15
 
 @pytest.fixture(scope="session")
 def machine_mqtt(server_urls: dict[str, str]) -> str:
+    if not os.environ.get("MQTT_URL"):
+        # a fresh machine: the suite's broker is then the embedded amqtt one (shared subscriptions, credentials and
+        # redelivery differ), which the `amqtt` parameter tests; CI sets MQTT_URL to the machine's Mosquitto
+        pytest.skip("no MQTT_URL: no machine Mosquitto for the suite")
     return server_urls["mqtt"]
 
 
