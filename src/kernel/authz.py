@@ -63,6 +63,9 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "elders.sos": {"admin": "all", "dispatcher": "region", "elder": "own"},
     "alarms.read": {"admin": "all", "dispatcher": "region", "auditor": "region"},
     "alarms.respond": {"admin": "all", "dispatcher": "region"},
+    # health data (vitals, positions, fall/heart-rate details): not a route of its own but a field-level grant that
+    # endpoints returning such data check with `kernel.authz.may(principal, "health.read")`; others see them redacted
+    "health.read": {"admin": "all", "dispatcher": "region", "elder": "own"},
     # catalogue
     "services.read": dict(_EVERYONE),
     # orders, offers, visits
@@ -208,6 +211,11 @@ def grant(principal: Principal, permission: str) -> Access:
         raise PermissionDenied(f"role {principal.role} may not {permission}", code="forbidden",
                                details={"permission": permission})
     return Access(principal=principal, permission=permission, scope=scope)
+
+
+def may(principal: Principal, permission: str) -> bool:
+    """Whether the caller holds a permission at all (field-level grants such as `health.read`)."""
+    return principal.system or scope_for(permission, principal.role) is not None
 
 
 def roles_with(permission: str) -> Iterable[Role]:
