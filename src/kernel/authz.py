@@ -182,20 +182,27 @@ class Access:
         code = self.principal.region_code
         if self.scope != "region" or not code:
             return false()
-        if len(code) == 6 and code.endswith("0000"):
-            return region_col.like(code[:2] + "%")
-        if len(code) == 6 and code.endswith("00"):
-            return region_col.like(code[:4] + "%")
-        if len(code) == 6:
-            return region_col == code
-        if town_col is not None and len(code) == 9:
-            return town_col == code
-        return false()
+        return region_filter(code, region_col, town_col)
 
     def ensure(self, *, what: str = "object", **attributes: str | uuid.UUID | None) -> None:
         """404 for an object outside scope: callers cannot tell 'not yours' from 'not there'."""
         if not self.covers(**attributes):  # type: ignore[arg-type]
             raise NotFound(f"{what} not found")
+
+
+def region_filter(code: str, region_col: SQLColumnExpression[str],
+                  town_col: SQLColumnExpression[str | None] | None = None) -> ColumnElement[bool]:
+    """Rows inside region `code`: a province (`15xxxx` ending 0000), a prefecture (ending 00), a county, or a town
+    (9 digits, where the table has a town column) — the SQL form of `kernel.regions.scope_covers`."""
+    if len(code) == 6 and code.endswith("0000"):
+        return region_col.like(code[:2] + "%")
+    if len(code) == 6 and code.endswith("00"):
+        return region_col.like(code[:4] + "%")
+    if len(code) == 6:
+        return region_col == code
+    if town_col is not None and len(code) == 9:
+        return town_col == code
+    return false()
 
 
 def scope_for(permission: str, role: Role) -> Scope | None:

@@ -8,13 +8,15 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from devices import alarms
 from kernel.audit import AuditEntry, verify_chain
 from kernel.authz import Access
+from kernel.errors import Unprocessable
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
 from orders import visits
-from supervision import anomalies, blacklist, inspections
+from supervision import anomalies, blacklist, inspections, response_times
 from supervision.models import BlacklistEntry, Inspection, InspectionItem
 
 router = APIRouter(tags=["supervision"])
@@ -160,6 +162,61 @@ async def audit_anomalies(session: SessionDep, runtime: RuntimeDep, access: Read
     start = from_ or end - timedelta(days=31)
     found = await anomalies.find(session, access, start, end)
     return Page(items=[AnomalyOut(**a.__dict__) for a in found])
+
+
+class ResponseFigures(BaseModel):
+    key: str | None = Field(description="the region code, local day (YYYY-MM-DD) or alarm type; null overall")
+    count: int = Field(description="alarms received in the period")
+    acknowledged: int
+    unacknowledged: int
+    p50_s: float | None = Field(description="seconds from received by vnh to acknowledged by a person")
+    p90_s: float | None
+    p99_s: float | None
+    max_s: float | None
+    within_60s_pct: float | None = Field(description="% acknowledged within 60 s, of alarms whose outcome is known")
+    within_180s_pct: float | None
+    pending_60s: int = Field(description="unacknowledged alarms younger than 60 s, counted neither way yet")
+    device_lag_p50_s: float | None = Field(description="received_at minus the device's own ts")
+    device_lag_p99_s: float | None
+    targets: dict[str, bool | None] = Field(
+        description="bs_en_60s: 98.5% within 60 s; tsa_60s: 97.5% within 60 s; tsa_180s: 99% within 180 s")
+
+
+class ResponseTimesOut(BaseModel):
+    start: datetime
+    end: datetime
+    overall: ResponseFigures
+    by_region: list[ResponseFigures]
+    by_day: list[ResponseFigures]
+    by_type: list[ResponseFigures]
+
+
+@router.get("/v1/audit/alarms/response-times", response_model=ResponseTimesOut)
+async def alarm_response_times(session: SessionDep, runtime: RuntimeDep, access: ReadAudit,
+                               region_code: Annotated[CountyCode | None, Query()] = None,
+                               from_: Annotated[datetime | None, Query(alias="from")] = None,
+                               to: Annotated[datetime | None, Query()] = None,
+                               type_: Annotated[alarms.AlarmType | None, Query(alias="type")] = None,
+                               ) -> ResponseTimesOut:
+    """Seconds from an alarm reaching vnh to a person acknowledging it (p50/p90/p99), the share answered within 60 s
+    and 180 s against the telecare targets, overall and per region, local day and alarm type, in the caller's region
+    (default: the last 31 days)."""
+    now = runtime.clock.now()
+    end = to or now
+    start = from_ or end - timedelta(days=31)
+    if start >= end:
+        raise Unprocessable("`from` must be before `to`", code="invalid_period")
+    if end - start > timedelta(days=366):
+        raise Unprocessable("a period of at most 366 days", code="invalid_period")
+    found = await response_times.report(session, access, region_code=region_code, start=start, end=end, now=now,
+                                        alarm_type=type_)
+
+    def out(r: response_times.ResponseTimes) -> ResponseFigures:
+        return ResponseFigures(**r.__dict__)
+
+    return ResponseTimesOut(start=start, end=end, overall=out(found.overall),
+                            by_region=[out(r) for r in found.by_region], by_day=[out(r) for r in found.by_day],
+                            by_type=[out(r) for r in found.by_type])
 
 
 class InspectionCreate(BaseModel):

@@ -1,0 +1,114 @@
+"""Alarm response times for auditors: seconds from received to acknowledged, the 60 s / 180 s shares, scoping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devices import alarms
+from devices.alarms import Trigger
+from kernel.authz import Access, Principal
+from kernel.clock import ManualClock
+from kernel.runtime import Runtime
+from supervision import response_times
+from tests.conftest import login_headers
+from tests.factories import create_elder
+
+DONGSHENG = "150602"  # 东胜区, another county of the same prefecture (1506)
+
+
+async def _alarm(rt: Runtime, elder_id: object, region: str, kind: alarms.AlarmType, ack_after_s: float | None,
+                 lag_s: float | None = None) -> None:
+    clock = rt.clock
+    assert isinstance(clock, ManualClock)
+    received = clock.now()
+    async with rt.database.unit_of_work() as s:
+        alarm, created = await alarms.raise_alarm(s, rt, Trigger(
+            elder_id=elder_id, region_code=region, type=kind, source="device", received_at=received,  # type: ignore[arg-type]
+            device_ts=received - timedelta(seconds=lag_s) if lag_s is not None else None))
+        assert created
+    if ack_after_s is not None:
+        clock.advance(timedelta(seconds=ack_after_s))
+        async with rt.database.unit_of_work() as s:
+            await alarms.acknowledge(s, rt, Access.system("test"), str(alarm.id))
+        clock.set(received)
+
+
+async def test_percentiles_targets_and_pending_alarms_per_region_day_and_type(runtime: Runtime,
+                                                                              client: httpx.AsyncClient) -> None:
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+    start = clock.now()
+    here = await create_elder(runtime)
+    there = await create_elder(runtime, region_code=DONGSHENG)
+    await _alarm(runtime, here.id, "150625", "heart_rate", 30, lag_s=2)
+    await _alarm(runtime, here.id, "150625", "geofence", 90, lag_s=4)
+    await _alarm(runtime, here.id, "150625", "spo2", None)  # never acknowledged: a miss once 180 s have passed
+    await _alarm(runtime, there.id, DONGSHENG, "heart_rate", 10)
+    clock.advance(timedelta(seconds=300))
+    await _alarm(runtime, here.id, "150625", "low_battery", None)  # 0 s old at query time: pending
+    clock.advance(timedelta(seconds=10))
+
+    auditor = await login_headers(runtime, "auditor", region_code="150625")
+    answer = await client.get("/v1/audit/alarms/response-times", headers=auditor,
+                              params={"from": start.isoformat(), "to": clock.now().isoformat()})
+    assert answer.status_code == 200, answer.text
+    overall = answer.json()["overall"]
+    assert (overall["count"], overall["acknowledged"], overall["unacknowledged"]) == (4, 2, 2)
+    assert (overall["p50_s"], overall["max_s"]) == (60.0, 90.0)
+    assert overall["within_60s_pct"] == 33.33 and overall["within_180s_pct"] == 66.67
+    assert overall["pending_60s"] == 1
+    assert overall["device_lag_p50_s"] == 3.0
+    assert overall["targets"] == {"bs_en_60s": False, "tsa_60s": False, "tsa_180s": False}
+    assert [r["key"] for r in answer.json()["by_region"]] == ["150625"]  # 东胜 is outside this auditor's region
+    assert {r["key"]: r["count"] for r in answer.json()["by_type"]} == {
+        "heart_rate": 1, "geofence": 1, "spo2": 1, "low_battery": 1}
+    assert sum(r["count"] for r in answer.json()["by_day"]) == 4
+
+    admin = await login_headers(runtime, "admin")
+    everything = (await client.get("/v1/audit/alarms/response-times", headers=admin,
+                                   params={"from": start.isoformat()})).json()
+    assert everything["overall"]["count"] == 5 and everything["overall"]["within_60s_pct"] == 50.0
+    assert {r["key"]: r["p50_s"] for r in everything["by_region"]} == {"150602": 10.0, "150625": 60.0}
+    prefecture = (await client.get("/v1/audit/alarms/response-times", headers=admin,
+                                   params={"from": start.isoformat(), "region_code": "150600"})).json()
+    assert prefecture["overall"]["count"] == 5  # a prefecture code covers its counties
+    county = (await client.get("/v1/audit/alarms/response-times", headers=admin,
+                               params={"from": start.isoformat(), "region_code": DONGSHENG, "type": "heart_rate"}
+                               )).json()
+    assert county["overall"]["count"] == 1 and county["overall"]["targets"]["tsa_180s"] is True
+
+
+async def test_bad_periods_and_roles_are_refused(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    auditor = await login_headers(runtime, "auditor", region_code="150625")
+    now = runtime.clock.now()
+    backwards = await client.get("/v1/audit/alarms/response-times", headers=auditor,
+                                 params={"from": now.isoformat(), "to": (now - timedelta(days=1)).isoformat()})
+    assert backwards.status_code == 422 and backwards.json()["error"]["code"] == "invalid_period"
+    dispatcher = await login_headers(runtime, "dispatcher", region_code="150625")  # works alarms, does not audit
+    assert (await client.get("/v1/audit/alarms/response-times", headers=dispatcher)).status_code == 403
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delays=st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=400)), min_size=1, max_size=8))
+async def test_the_shares_match_a_direct_count(runtime: Runtime, delays: list[int | None]) -> None:
+    """Hypothesis: for any mix of acknowledged and never-acknowledged alarms, the percentages are the plain counts."""
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+    start = clock.now()
+    for delay in delays:  # one elder per alarm: one open alarm per (elder, type)
+        elder = await create_elder(runtime)
+        await _alarm(runtime, elder.id, "150625", "heart_rate", delay)
+    clock.advance(timedelta(seconds=1000))
+    async with runtime.database.unit_of_work() as s:
+        got = await response_times.summarize(s, Access(Principal("u", "a", "auditor", region_code="150625"),
+                                                       "audit.read", "region"),
+                                             region_code=None, start=start, end=clock.now())
+    acked = [d for d in delays if d is not None]
+    assert got.count == len(delays) and got.acknowledged == len(acked) and got.pending_60s == 0
+    assert got.within_60s_pct == round(100 * sum(d <= 60 for d in acked) / len(delays), 2)
+    assert got.within_180s_pct == round(100 * sum(d <= 180 for d in acked) / len(delays), 2)
+    assert got.max_s == (max(acked) if acked else None)
