@@ -21,6 +21,7 @@ from kernel.regions import scope_covers
 Role = Literal["admin", "dispatcher", "org_admin", "caregiver", "elder", "auditor", "finance"]
 Scope = Literal["own", "organization", "region", "all"]
 ROLES: tuple[Role, ...] = get_args(Role)
+RegionColumn = SQLColumnExpression[str] | SQLColumnExpression[str | None]
 
 _EVERYONE: dict[Role, Scope] = {
     "admin": "all",
@@ -174,7 +175,7 @@ class Access:
             return caregiver_id is not None and p.caregiver_id == str(caregiver_id)
         return False
 
-    def region_clause(self, region_col: SQLColumnExpression[str],
+    def region_clause(self, region_col: RegionColumn,
                       town_col: SQLColumnExpression[str | None] | None = None) -> ColumnElement[bool]:
         """The SQL form of `covers(region_code=…)` for list queries (region and all scopes)."""
         if self.scope == "all":
@@ -190,7 +191,7 @@ class Access:
             raise NotFound(f"{what} not found")
 
 
-def region_filter(code: str, region_col: SQLColumnExpression[str],
+def region_filter(code: str, region_col: RegionColumn,
                   town_col: SQLColumnExpression[str | None] | None = None) -> ColumnElement[bool]:
     """Rows inside region `code`: a province (`15xxxx` ending 0000), a prefecture (ending 00), a county, or a town
     (9 digits, where the table has a town column) — the SQL form of `kernel.regions.scope_covers`."""

@@ -121,6 +121,8 @@ class VisitSettings(BaseModel):
     too_short_fraction: float = 0.5  # of the service's default duration
     confirm_within: timedelta = timedelta(hours=24)
     travel_speed_kmh: float = 60  # faster than this between two check-ins is impossible travel
+    # one device or app installation confirming visits of this many different elders in a period is an anomaly
+    shared_source_elders: int = Field(default=3, ge=2)
 
 
 class OutboxSettings(BaseModel):

@@ -194,6 +194,7 @@ class Visit(Base):
     actual_price_fen: Mapped[int | None]
     confirmed_at: Mapped[datetime | None]
     confirmed_via: Mapped[str | None] = mapped_column(String(10))
+    confirmed_from: Mapped[str | None] = mapped_column(String(80))  # device:<id> | app:<installation> | net:<hash>
     rating: Mapped[int | None] = mapped_column(SmallInteger)
     comment: Mapped[str | None] = mapped_column(String(1000))
     withdrawn_reason: Mapped[str | None] = mapped_column(String(500))

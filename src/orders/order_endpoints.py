@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -217,11 +217,23 @@ async def withdraw(visit_id: str, data: Withdrawal, session: SessionDep, runtime
 
 @router.post("/v1/visits/{visit_id}/confirm", response_model=VisitOut)
 async def confirm(visit_id: str, data: Confirmation, session: SessionDep, runtime: RuntimeDep,
-                  access: ConfirmVisits) -> VisitOut:
+                  access: ConfirmVisits, request: Request,
+                  client_device: Annotated[str | None, Header(
+                      alias="X-Client-Device", max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+                      description="the app installation's id; the anomaly check groups confirmations by it")] = None,
+                  ) -> VisitOut:
     """The elder or family app confirms and rates; a dispatcher records a hotline call-back's confirmation."""
     visit = await visits.own_visit(session, access, visit_id)
     via: Literal["app", "hotline"] = "app" if access.principal.role == "elder" else "hotline"
-    return await _out(session, await visits.confirm(session, runtime, access, visit, data.rating, data.comment, via))
+    if via == "hotline":
+        source = access.actor_id
+    elif client_device:
+        source = f"app:{client_device}"
+    else:  # no installation id: the network address and client, keyed so no raw address is stored
+        seen = f"{request.client.host if request.client else ''}|{request.headers.get('user-agent', '')}"
+        source = "net:" + runtime.cipher.blind_index(seen, context="confirmation_source")[:32]
+    return await _out(session, await visits.confirm(session, runtime, access, visit, data.rating, data.comment, via,
+                                                    source))
 
 
 @router.post("/v1/visits/{visit_id}/flags/{flag}/resolve", response_model=VisitOut)

@@ -228,14 +228,20 @@ async def check_out(session: AsyncSession, rt: Runtime, access: Access, visit_id
 
 
 async def confirm(session: AsyncSession, rt: Runtime, actor: Any, visit: Visit, rating: int | None,
-                  comment: str | None, via: Literal["app", "device", "hotline"]) -> Visit:
-    """The elder (app, device button) or a recorded hotline call-back confirms; a rating feeds matching."""
+                  comment: str | None, via: Literal["app", "device", "hotline"], source: str | None = None) -> Visit:
+    """The elder (app, device button) or a recorded hotline call-back confirms; a rating feeds matching.
+
+    `source` names what the confirmation came from (`device:<id>`, `app:<installation>`, `net:<hash>`), for the
+    auditors' "many visits confirmed from one device" anomaly; a device actor (`system:device:<id>`) names itself."""
     if visit.status != "completed":
         raise InvalidState(f"the visit is {visit.status}; it can be confirmed after check-out")
     if visit.confirmed_at is not None:
         raise InvalidState("the visit is already confirmed")
     order = await load_order(session, visit.order_id, for_update=True)
     visit.confirmed_at, visit.confirmed_via = rt.clock.now(), via
+    if source is None and str(actor.actor_id).startswith("system:device:"):
+        source = "device:" + str(actor.actor_id).removeprefix("system:device:")
+    visit.confirmed_from = source[:80] if source else None
     if rating is not None:
         visit.rating, visit.comment = rating, comment
         from dispatch.registry import record_rating
@@ -243,7 +249,8 @@ async def confirm(session: AsyncSession, rt: Runtime, actor: Any, visit: Visit, 
         await record_rating(session, visit.caregiver_id, rating)
     await apply_event(session, rt, order, "confirm", actor.actor_id)
     _emit(session, rt, visit, "confirmed", order.region_code)
-    await record_audit(session, rt.clock, actor, "visit.confirm", "visit", visit.id, {"rating": rating, "via": via})
+    await record_audit(session, rt.clock, actor, "visit.confirm", "visit", visit.id,
+                       {"rating": rating, "via": via, "source": visit.confirmed_from})
     await settle_billing(session, rt, visit, order)
     return visit
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from devices import alarms
 from kernel.audit import AuditEntry, verify_chain
-from kernel.authz import Access
+from kernel.authz import Access, region_filter
 from kernel.errors import Unprocessable
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, SessionDep, authorize
@@ -36,6 +36,7 @@ class AuditRecord(BaseModel):
     summary: dict[str, Any]
     outcome: str
     request_id: str | None
+    region_code: str | None
 
 
 class ChainReport(BaseModel):
@@ -50,13 +51,16 @@ class ChainReport(BaseModel):
 async def audit_log(session: SessionDep, access: ReadAudit,
                     entity: Annotated[str | None, Query(max_length=60)] = None,
                     entity_id: Annotated[str | None, Query(max_length=100)] = None,
+                    region_code: Annotated[CountyCode | None, Query()] = None,
                     from_: Annotated[datetime | None, Query(alias="from")] = None,
                     to: Annotated[datetime | None, Query()] = None,
                     cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Page[AuditRecord]:
-    """Newest first. Region scoping of audit rows comes with the supervision issue; auditors see all rows now."""
-    del access
-    query = select(AuditEntry)
+    """Newest first, in the caller's region: each row carries the region of what it is about (resolved at insert);
+    rows about no region (logins, refused requests, system work) are for the `all` scope only."""
+    query = select(AuditEntry).where(access.region_clause(AuditEntry.region_code))
+    if region_code:
+        query = query.where(region_filter(region_code, AuditEntry.region_code))
     if entity:
         query = query.where(AuditEntry.entity == entity)
     if entity_id:
@@ -72,7 +76,7 @@ async def audit_log(session: SessionDep, access: ReadAudit,
     items = [
         AuditRecord(id=str(r.id), at=r.at, actor_id=r.actor_id, actor_role=r.actor_role, action=r.action,
                     entity=r.entity, entity_id=r.entity_id, summary=r.summary, outcome=r.outcome,
-                    request_id=r.request_id)
+                    request_id=r.request_id, region_code=r.region_code)
         for r in rows[:limit]
     ]
     return Page(items=items, next_cursor=next_cursor)
@@ -156,11 +160,13 @@ class AnomalyOut(BaseModel):
 async def audit_anomalies(session: SessionDep, runtime: RuntimeDep, access: ReadAudit,
                           from_: Annotated[datetime | None, Query(alias="from")] = None,
                           to: Annotated[datetime | None, Query()] = None) -> Page[AnomalyOut]:
-    """Far check-ins, too-short and overlapping visits, impossible travel, missing confirmations, and billing that
-    nobody confirmed, in the caller's region (default: the last 31 days)."""
+    """Far check-ins, too-short and overlapping visits, impossible travel, missing confirmations, billing that nobody
+    confirmed, and visits of many elders confirmed from one device or app installation (`shared_confirmation_source`),
+    in the caller's region (default: the last 31 days)."""
     end = to or runtime.clock.now()
     start = from_ or end - timedelta(days=31)
-    found = await anomalies.find(session, access, start, end)
+    found = await anomalies.find(session, access, start, end,
+                                 shared_source_elders=runtime.settings.visits.shared_source_elders)
     return Page(items=[AnomalyOut(**a.__dict__) for a in found])
 
 

@@ -55,8 +55,9 @@ async def test_sealed_rows_verify_and_unsealed_ones_are_counted(committed_runtim
         ("DELETE FROM audit_seal WHERE audit_id = (SELECT id FROM audit_log WHERE entity_id = '1');"
          "DELETE FROM audit_log WHERE entity_id = '1'", "2"),
         ("UPDATE audit_seal SET hash = repeat('0', 64) WHERE chain_seq = 4", "3"),
+        ("UPDATE audit_log SET region_code = '150602' WHERE entity_id = '4'", "4"),  # moved out of an auditor's sight
     ],
-    ids=["edited-summary", "edited-actor", "deleted-row", "forged-seal"],
+    ids=["edited-summary", "edited-actor", "deleted-row", "forged-seal", "edited-region"],
 )
 async def test_tampering_breaks_the_chain_at_the_first_damaged_row(committed_runtime: Runtime, tamper: str,
                                                                    broken_id: str) -> None:

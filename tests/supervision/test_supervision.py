@@ -113,3 +113,60 @@ async def test_auditors_of_another_region_see_nothing(world: World, runtime: Run
     await _complete_visit(world)
     elsewhere = await login_headers(runtime, "auditor", region_code="150602")
     assert (await client.get("/v1/audit/visits", headers=elsewhere)).json()["items"] == []
+
+
+async def test_one_installation_confirming_many_elders_visits_is_an_anomaly(world: World) -> None:
+    from tests.factories import XINI_TOWN, create_elder
+
+    first = world.elder
+    others = [await create_elder(world.rt, lat=XINI_TOWN[0], lon=XINI_TOWN[1], preferences={}) for _ in range(2)]
+    visits = {}
+    for elder in (first, *others):
+        world.elder = elder
+        visits[elder.id] = await _complete_visit(world)
+    world.elder = first
+    # one phone confirms the visits of three elders (a caregiver's phone, say); the real family app only its own
+    phone = await login_headers(world.rt, "elder", elder_ids=[e.id for e in (first, *others)])
+    for elder in (first, *others):
+        confirmed = await world.client.post(f"/v1/visits/{visits[elder.id]}/confirm", json={"rating": 5},
+                                            headers={**phone, "X-Client-Device": "install-7f3a"})
+        assert confirmed.status_code == 200, confirmed.text
+    own = await _complete_visit(world)
+    family = await login_headers(world.rt, "elder", elder_ids=[first.id])  # tokens expire as the clock runs
+    bad = await world.client.post(f"/v1/visits/{own}/confirm", json={"rating": 4},
+                                  headers={**family, "X-Client-Device": "no spaces allowed"})
+    assert bad.status_code == 422
+    assert (await world.client.post(f"/v1/visits/{own}/confirm", json={"rating": 4},
+                                    headers={**family, "X-Client-Device": "install-0001"})).status_code == 200
+
+    auditor = await login_headers(world.rt, "auditor", region_code="150625")
+    start = (world.rt.clock.now() - timedelta(days=1)).isoformat()
+    found = (await world.client.get("/v1/audit/anomalies", headers=auditor, params={"from": start})).json()["items"]
+    shared = [a for a in found if a["kind"] == "shared_confirmation_source"]
+    assert sorted(a["visit_id"] for a in shared) == sorted(visits.values())
+    assert {a["details"]["source"] for a in shared} == {"app:install-7f3a"}
+    assert shared[0]["details"]["elders"] == 3 and shared[0]["details"]["visits"] == 3
+    elsewhere = await login_headers(world.rt, "auditor", region_code="150602")
+    assert (await world.client.get("/v1/audit/anomalies", headers=elsewhere,
+                                   params={"from": start})).json()["items"] == []
+
+
+async def test_audit_rows_carry_their_region_and_auditors_read_only_their_own(world: World,
+                                                                             admin_headers: dict[str, str]) -> None:
+    from tests.factories import create_elder
+
+    order = await world.order()  # the order and its audit row are written in one transaction
+    elsewhere_elder = await create_elder(world.rt, region_code="150602")
+    auditor = await login_headers(world.rt, "auditor", region_code="150625")
+    rows = (await world.client.get("/v1/audit/log", headers=auditor, params={"limit": 500})).json()["items"]
+    assert rows and {r["region_code"] for r in rows} == {"150625"}
+    assert any(r["entity"] == "order" and r["entity_id"] == order["id"] for r in rows)
+    assert all(r["entity_id"] != str(elsewhere_elder.id) for r in rows)
+    prefecture = await login_headers(world.rt, "auditor", region_code="150600")
+    wider = (await world.client.get("/v1/audit/log", headers=prefecture, params={"entity": "elder"})).json()["items"]
+    assert {r["region_code"] for r in wider} == {"150625", "150602"}
+    narrowed = (await world.client.get("/v1/audit/log", headers=prefecture,
+                                       params={"entity": "elder", "region_code": "150602"})).json()["items"]
+    assert [r["entity_id"] for r in narrowed if r["action"] == "elder.create"] == [str(elsewhere_elder.id)]
+    everything = (await world.client.get("/v1/audit/log", headers=admin_headers, params={"limit": 500})).json()
+    assert any(r["region_code"] is None for r in everything["items"])  # e.g. user accounts made by the tests
