@@ -16,11 +16,13 @@ from kernel.auth import User, create_user
 from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import Conflict, NotFound
+from kernel.key_rotation import EncryptedColumn
 from kernel.outbox import emit
 from kernel.personal_data import FieldCipher
 from kernel.phones import mask_phone
 
 PHONE_CONTEXT = "caregivers.phone"
+ENCRYPTED_COLUMNS = (EncryptedColumn(Caregiver, "phone_enc", PHONE_CONTEXT),)  # what `vnh crypto rotate` rewrites
 
 
 def parse_id(value: str, what: str) -> uuid.UUID:

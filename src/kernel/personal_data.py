@@ -116,6 +116,15 @@ class FieldCipher:
     def key_id_of(self, token: str) -> str:
         return token.split(":", 1)[0]
 
+    @property
+    def current_prefix(self) -> str:
+        """What every ciphertext written now starts with: the active key id and the cipher."""
+        return f"{self._active}:{self._cipher}:"
+
+    def reencrypt(self, token: str, *, context: str) -> str:
+        """The same plaintext under the active key and cipher (key rotation); authenticates the old one first."""
+        return self.encrypt(self.decrypt(token, context=context), context=context)
+
     def blind_index(self, normalised: str, *, context: str) -> str:
         """Deterministic HMAC-SHA256 of the normalised value, separated per field so two fields never collide."""
         mac = hmac.new(self._bidx_key, f"{context}\x00{normalised}".encode(), hashlib.sha256)

@@ -15,6 +15,7 @@ from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import Conflict, NotFound, Unprocessable
 from kernel.geo import to_wgs84
+from kernel.key_rotation import EncryptedColumn
 from kernel.outbox import emit
 from kernel.pagination import encode_cursor, keyset
 from kernel.personal_data import FieldCipher, mask_address, mask_name
@@ -27,6 +28,13 @@ ID_CONTEXT = "elders.id_number"
 PHONE_CONTEXT = "elders.phone"
 ADDRESS_CONTEXT = "elders.address"
 CONTACTS_CONTEXT = "elders.emergency_contacts"
+# what `vnh crypto rotate` re-encrypts
+ENCRYPTED_COLUMNS = (
+    EncryptedColumn(Elder, "id_number_enc", ID_CONTEXT),
+    EncryptedColumn(Elder, "phone_enc", PHONE_CONTEXT),
+    EncryptedColumn(Elder, "address_enc", ADDRESS_CONTEXT),
+    EncryptedColumn(Elder, "emergency_contacts_enc", CONTACTS_CONTEXT),
+)
 
 
 def _parse_id(value: str) -> uuid.UUID:

@@ -229,6 +229,39 @@ async def _devices(args: argparse.Namespace) -> int:
             await runtime.close()
 
 
+async def _crypto_rotate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from dispatch.registry import ENCRYPTED_COLUMNS as CAREGIVER_COLUMNS
+    from kernel.key_rotation import EncryptedColumn, rotate
+    from orders.elders import ENCRYPTED_COLUMNS as ELDER_COLUMNS
+
+    async with prepared(args.data_dir, mqtt=False) as (settings, _):
+        runtime = Runtime.build(settings)
+        try:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=Console(stderr=True)) as progress:
+                tasks: dict[str, TaskID] = {}
+
+                def on_start(column: EncryptedColumn, stale: int) -> None:
+                    tasks[column.name] = progress.add_task(column.name, total=stale)
+
+                def on_batch(column: EncryptedColumn, rows: int) -> None:
+                    progress.update(tasks[column.name], advance=rows)
+
+                report = await rotate(runtime.database, runtime.clock, runtime.cipher,
+                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS), batch=args.batch,
+                                      on_start=on_start, on_batch=on_batch)
+        finally:
+            await runtime.close()
+    for name, rewritten in report.rewritten.items():
+        print(f"{name}: rewritten={rewritten} remaining={report.remaining[name]}")
+    print(f"key={report.key} complete={report.complete}"
+          + ("" if report.complete else " (rows locked by live requests were skipped: run again)"))
+    return 0 if report.complete else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vnh", description="vnh: virtual nursing home service dispatch")
     common = argparse.ArgumentParser(add_help=False)
@@ -264,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_device_parsers(sub, common)  # devices export-mosquitto-acl, simulate devices
 
+    crypto = sub.add_parser("crypto", help="personal-data encryption tools")
+    crypto_sub = crypto.add_subparsers(dest="crypto_command", required=True)
+    rotate = crypto_sub.add_parser("rotate", parents=[common],
+                                   help="re-encrypt personal data under VNH_CRYPTO__ACTIVE_KEY (resumable)")
+    rotate.add_argument("--batch", type=int, default=500, help="rows per committed batch")
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", parents=[common], help="check the hash chain of the audit log")
@@ -284,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_dispatch_batch(args))
         elif args.command == "audit":
             return asyncio.run(_audit_verify(args))
+        elif args.command == "crypto":
+            return asyncio.run(_crypto_rotate(args))
         elif args.command == "billing":
             return asyncio.run(_billing(args))
         elif args.command in ("devices", "simulate"):
