@@ -55,7 +55,7 @@ async def dead_letters(session: AsyncSession, access: Access, *, from_: datetime
                        limit: int) -> tuple[list[DeadLetter], str | None]:
     """Dead letters in the caller's scope: those of devices in its region (an unknown device has no region: admins
     see those)."""
-    query = select(DeadLetter).where(access.region_clause(DeadLetter.region_code))  # type: ignore[arg-type]
+    query = select(DeadLetter).where(access.region_clause(DeadLetter.region_code))
     if from_:
         query = query.where(DeadLetter.received_at >= from_)
     rows = list((await session.scalars(_page(query, DeadLetter.received_at, DeadLetter.id, cursor, limit))).all())
