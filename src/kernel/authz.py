@@ -228,3 +228,25 @@ def may(principal: Principal, permission: str) -> bool:
 
 def roles_with(permission: str) -> Iterable[Role]:
     return MATRIX[permission].keys()
+
+
+def matrix_markdown() -> str:
+    """The matrix as the Markdown table of docs/access-matrix.md (a test keeps the file equal to this)."""
+    lines = [
+        "# Access matrix",
+        "",
+        "Generated from `kernel.authz.MATRIX` by `python -m kernel.authz > docs/access-matrix.md`; a test fails when",
+        "this file and the code differ. Scopes: `own` (a caregiver's own offers and visits, an elder login's own",
+        "elders), `organization`, `region` (the user's region code: province, prefecture, county or town), `all`.",
+        "A blank cell is refused with 403 `forbidden`; an object outside the scope answers 404.",
+        "",
+        "| permission | " + " | ".join(ROLES) + " |",
+        "|---|" + "---|" * len(ROLES),
+    ]
+    for permission, grants in MATRIX.items():
+        lines.append(f"| `{permission}` | " + " | ".join(grants.get(role, "") for role in ROLES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(matrix_markdown(), end="")
