@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices import alarms, configuration, schemas
 from devices.models import Alarm
-from kernel.authz import Access
+from kernel.authz import Access, may
 from kernel.http import RuntimeDep, SessionDep, authorize
 from orders.elders import load_elder
 
@@ -20,7 +21,8 @@ RaiseSos = Annotated[Access, Depends(authorize("elders.sos"))]
 ConfigureMonitoring = Annotated[Access, Depends(authorize("elders.monitoring"))]
 
 
-def to_schema(alarm: Alarm) -> schemas.Alarm:
+def to_schema(alarm: Alarm, where: tuple[float | None, float | None] | None = None) -> schemas.Alarm:
+    lat, lon = where or alarms.position(alarm)
     return schemas.Alarm(
         id=str(alarm.id), elder_id=str(alarm.elder_id), device_id=alarm.device_id, region_code=alarm.region_code,
         type=alarm.type, severity=alarm.severity, status=alarm.status, source=alarm.source,
@@ -30,8 +32,19 @@ def to_schema(alarm: Alarm) -> schemas.Alarm:
         cancelled_by_elder_at=alarm.cancelled_by_elder_at,
         order_id=str(alarm.order_id) if alarm.order_id else None,
         callback_order_id=str(alarm.callback_order_id) if alarm.callback_order_id else None,
-        escalation_level=alarm.escalation_level,
+        escalation_level=alarm.escalation_level, lat=lat, lon=lon, details=dict(alarm.details or {}),
     )
+
+
+def shown(access: Access, alarm: schemas.Alarm) -> schemas.Alarm:
+    """Health data (readings, positions) only for roles holding `health.read`; others get it withheld."""
+    if may(access.principal, "health.read"):
+        return alarm
+    return alarm.model_copy(update={"details": None, "lat": None, "lon": None, "redacted": True})
+
+
+async def located(session: AsyncSession, alarm: Alarm) -> schemas.Alarm:
+    return to_schema(alarm, (await alarms.positions(session, [alarm]))[alarm.id])
 
 
 @router.get("/v1/alarms", response_model=schemas.Page)
@@ -41,25 +54,27 @@ async def list_alarms(session: SessionDep, access: ReadAlarms, status: schemas.A
     """Alarms in the caller's region, newest first (`?status=open` for the console's queue)."""
     rows, next_cursor = await alarms.list_alarms(session, access, status=status, elder_id=elder_id, type_=type_,
                                                  cursor=cursor, limit=limit)
-    return schemas.Page(items=[to_schema(a) for a in rows], next_cursor=next_cursor)
+    where = await alarms.positions(session, rows)
+    return schemas.Page(items=[shown(access, to_schema(a, where[a.id])) for a in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/alarms/{alarm_id}", response_model=schemas.Alarm)
 async def get_alarm(alarm_id: str, session: SessionDep, access: ReadAlarms) -> schemas.Alarm:
-    return to_schema(await alarms.visible_alarm(session, access, alarm_id))
+    return shown(access, await located(session, await alarms.visible_alarm(session, access, alarm_id)))
 
 
 @router.post("/v1/alarms/{alarm_id}/ack", response_model=schemas.Alarm)
 async def acknowledge_alarm(alarm_id: str, session: SessionDep, runtime: RuntimeDep,
                             access: RespondAlarms) -> schemas.Alarm:
     """A person received the alarm: escalation stops; the device stops its alarm tone (`alarm_ack`)."""
-    return to_schema(await alarms.acknowledge(session, runtime, access, alarm_id))
+    return shown(access, await located(session, await alarms.acknowledge(session, runtime, access, alarm_id)))
 
 
 @router.post("/v1/alarms/{alarm_id}/resolve", response_model=schemas.Alarm)
 async def resolve_alarm(alarm_id: str, data: schemas.AlarmResolve, session: SessionDep, runtime: RuntimeDep,
                         access: RespondAlarms) -> schemas.Alarm:
-    return to_schema(await alarms.resolve(session, runtime, access, alarm_id, data.outcome, data.notes))
+    resolved = await alarms.resolve(session, runtime, access, alarm_id, data.outcome, data.notes)
+    return shown(access, await located(session, resolved))
 
 
 @router.post("/v1/elders/{elder_id}/sos", response_model=schemas.Alarm, status_code=201)
@@ -73,7 +88,7 @@ async def raise_sos(elder_id: str, session: SessionDep, runtime: RuntimeDep, acc
     alarm, _created = await alarms.raise_alarm(session, runtime, alarms.Trigger(
         elder_id=elder.id, region_code=elder.region_code, type="sos", source=source,
         received_at=runtime.clock.now(), details=details), actor=access)
-    return to_schema(alarm)
+    return shown(access, to_schema(alarm))
 
 
 @router.put("/v1/elders/{elder_id}/monitoring", response_model=schemas.Monitoring)

@@ -28,7 +28,7 @@ from kernel.errors import DomainError, InvalidState, NotFound
 from kernel.outbox import emit
 from kernel.pagination import encode_cursor, keyset
 from kernel.runtime import Runtime
-from orders.models import Order
+from orders.models import Elder, Order
 from orders.service import EMERGENCY, HOTLINE_CALLBACK, Intake, cancel_order, create_order, parse_uuid
 
 log = logging.getLogger("vnh.devices.alarms")
@@ -57,11 +57,36 @@ class Trigger:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def position(alarm: Alarm) -> tuple[float | None, float | None]:
+    """Where the alarm is (WGS-84): the triggering event's position if it carried one, else the elder's home, as
+    `raise_alarm` recorded them in `details["position"]`; the event's `lat`/`lon` for alarms raised before that."""
+    details = alarm.details or {}
+    where = details.get("position") or details
+    lat, lon = where.get("lat"), where.get("lon")
+    if isinstance(lat, int | float) and isinstance(lon, int | float):
+        return float(lat), float(lon)
+    return None, None
+
+
+async def positions(session: AsyncSession, rows: list[Alarm]) -> dict[uuid.UUID, tuple[float | None, float | None]]:
+    """`position` of each alarm; alarms that recorded none fall back to their elder's home (one query)."""
+    out = {alarm.id: position(alarm) for alarm in rows}
+    missing = {alarm.elder_id for alarm in rows if out[alarm.id][0] is None}
+    if missing:
+        homes = {r.id: (r.lat, r.lon) for r in (await session.execute(
+            select(Elder.id, Elder.lat, Elder.lon).where(Elder.id.in_(missing)))).all()}
+        for alarm in rows:
+            if out[alarm.id][0] is None and alarm.elder_id in homes:
+                out[alarm.id] = homes[alarm.elder_id]
+    return out
+
+
 def payload(alarm: Alarm) -> dict[str, Any]:
+    lat, lon = position(alarm)
     return {"alarm_id": str(alarm.id), "elder_id": str(alarm.elder_id), "region_code": alarm.region_code,
             "device_id": alarm.device_id, "type": alarm.type, "severity": alarm.severity, "status": alarm.status,
             "count": alarm.count, "order_id": str(alarm.order_id) if alarm.order_id else None,
-            "escalation_level": alarm.escalation_level}
+            "escalation_level": alarm.escalation_level, "lat": lat, "lon": lon}
 
 
 def _emit(session: AsyncSession, rt: Runtime, alarm: Alarm, verb: str) -> None:
@@ -78,10 +103,11 @@ async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, a
     open_key = trigger.device_id if trigger.type == "device_offline" and trigger.device_id else str(trigger.elder_id)
     escalate_at = trigger.received_at + rt.settings.devices.escalate_after if severity in ESCALATING else None
     table = Alarm.__table__
+    details = {**trigger.details, "position": await _trigger_position(session, trigger)}
     insert = pg_insert(Alarm).values(
         id=uuid.uuid4(), elder_id=trigger.elder_id, device_id=trigger.device_id, region_code=trigger.region_code,
         type=trigger.type, severity=severity, status="open", open_key=open_key, source=trigger.source,
-        source_event_id=trigger.source_event_id, details=trigger.details, count=1, raised_at=now,
+        source_event_id=trigger.source_event_id, details=details, count=1, raised_at=now,
         received_at=trigger.received_at, device_ts=trigger.device_ts, last_at=now, escalation_level=0,
         next_escalation_at=escalate_at)
     # the partial index's predicate as a literal: PostgreSQL cannot match a bound parameter to it
@@ -120,6 +146,15 @@ async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, a
                                               f"{alarm.type} alarm {alarm.id}")
     _emit(session, rt, alarm, "raised")
     return alarm, True
+
+
+async def _trigger_position(session: AsyncSession, trigger: Trigger) -> dict[str, Any] | None:
+    """The event's position (already WGS-84, protocol.py converts GCJ-02/BD-09) or else the elder's home."""
+    lat, lon = trigger.details.get("lat"), trigger.details.get("lon")
+    if isinstance(lat, int | float) and isinstance(lon, int | float):
+        return {"lat": float(lat), "lon": float(lon), "from": "event"}
+    home = (await session.execute(select(Elder.lat, Elder.lon).where(Elder.id == trigger.elder_id))).first()
+    return None if home is None else {"lat": home.lat, "lon": home.lon, "from": "home"}
 
 
 async def _order_for(session: AsyncSession, rt: Runtime, alarm: Alarm, actor: Actor, service_code: str,

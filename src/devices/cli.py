@@ -1,12 +1,14 @@
-"""`vnh devices export-mosquitto-acl` and `vnh simulate devices` (wired in `vnh.cli`)."""
+"""`vnh devices export-mosquitto-acl`, `vnh devices ingest` and `vnh simulate devices` (wired in `vnh.cli`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -16,10 +18,13 @@ from sqlalchemy import select
 
 from devices import registry
 from devices.credentials import SERVICE_USERNAME
+from devices.gateway import MqttGateway
+from devices.membership import HEARTBEAT_S, MISSING_AFTER_S
 from devices.models import Device
 from devices.mosquitto import DeviceAccount, dynsec_config
 from devices.schemas import DeviceCreate
 from devices.simulator import run_fleet
+from devices.tasks import use_embedded_service_login
 from kernel.authz import Access
 from kernel.mqtt_probe import parse_mqtt_url
 from kernel.runtime import Runtime
@@ -63,7 +68,8 @@ async def register_simulated(rt: Runtime, count: int, *, prefix: str | None = No
         out = []
         for index in range(count):
             device, token = await registry.register_device(session, rt.clock, rt.cipher, access, DeviceCreate(
-                device_id=f"{tag}-{index:05d}", kind="wristband", elder_id=str(elders[index % len(elders)])))
+                device_id=f"{tag}-{index:05d}", kind="wristband", elder_id=str(elders[index % len(elders)])),
+                keep_for_broker=bool(rt.settings.devices.mosquitto_admin_username))
             out.append((device.device_id, token))
     return out
 
@@ -94,6 +100,26 @@ async def simulate_devices(rt: Runtime, *, url: str, count: int, rate: float, du
         await retire_simulated(rt, [device_id for device_id, _token in credentials])
 
 
+async def run_ingest(rt: Runtime, *, client_id: str | None, share_group: str | None, heartbeat_s: float,
+                     missing_after_s: float) -> None:
+    """An ingest-only process: the MQTT gateway (shared subscription, persistent session, manual acks) and its
+    membership heartbeat, until SIGTERM or SIGINT; then the batches in hand are committed and acknowledged."""
+    use_embedded_service_login(rt)
+    gateway = MqttGateway(rt, client_id=client_id, share_group=share_group, member_heartbeat_s=heartbeat_s,
+                          member_missing_after_s=missing_after_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    logging.getLogger("vnh.devices.ingest").info(
+        "ingest %s on %s (share group %s)", gateway.client_id, gateway.address.display, gateway.share_group)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """`vnh devices …` and `vnh simulate devices …`."""
     devices = sub.add_parser("devices", help="device tools")
@@ -108,6 +134,17 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--service-password-stdin", action="store_true",
                         help="also write the service account, its password read from one line of stdin")
 
+    ingest = devices_sub.add_parser(
+        "ingest", parents=[common],
+        help="run only the MQTT ingest (one member of the share group; e.g. a StatefulSet pod)")
+    ingest.add_argument("--client-id", default=None,
+                        help="a fixed id per instance (default: VNH_MQTT__CLIENT_ID); reuse it after a restart")
+    ingest.add_argument("--share-group", default=None, help="default: VNH_MQTT__SHARE_GROUP")
+    ingest.add_argument("--heartbeat-s", type=float, default=HEARTBEAT_S,
+                        help="how often the instance reports itself in the share group's member list")
+    ingest.add_argument("--missing-after-s", type=float, default=MISSING_AFTER_S,
+                        help="a member silent this long is reported missing (its share waits in the broker)")
+
     simulate = sub.add_parser("simulate", help="simulators")
     simulate_sub = simulate.add_subparsers(dest="simulate_command", required=True)
     fleet = simulate_sub.add_parser("devices", parents=[common],
@@ -120,6 +157,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 async def run(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.command == "devices" and args.devices_command == "ingest":
+        await run_ingest(rt, client_id=args.client_id, share_group=args.share_group, heartbeat_s=args.heartbeat_s,
+                         missing_after_s=args.missing_after_s)
+        return 0
     if args.command == "devices":
         password = sys.stdin.readline().rstrip("\n") if args.service_password_stdin else None
         username = args.service_username or rt.settings.mqtt.username or SERVICE_USERNAME

@@ -6,13 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from devices import configuration, registry, repository, schemas
+from devices import configuration, health, registry, repository, schemas
 from devices.alarm_endpoints import router as alarm_router
 from devices.credentials import check_device_token
 from devices.emqx import router as emqx_router
 from devices.ingest import Inbound, dead_letter_row, ingest_batch, store_dead_letters
 from devices.protocol import Rejection
-from kernel.authz import Access
+from kernel.audit import record_audit
+from kernel.authz import Access, may
 from kernel.errors import Unauthenticated
 from kernel.http import CipherDep, ClockDep, RuntimeDep, SessionDep, authorize, error_body
 
@@ -27,9 +28,12 @@ ConfigureDevice = Annotated[Access, Depends(authorize("devices.configure"))]
 
 @router.post("/v1/devices", response_model=schemas.DeviceRegistered, status_code=201)
 async def register_device(data: schemas.DeviceCreate, session: SessionDep, clock: ClockDep, cipher: CipherDep,
-                          access: RegisterDevice) -> schemas.DeviceRegistered:
-    """The token in the answer is shown once: it is the device's MQTT password and HTTP bearer token."""
-    device, token = await registry.register_device(session, clock, cipher, access, data)
+                          runtime: RuntimeDep, access: RegisterDevice) -> schemas.DeviceRegistered:
+    """The token in the answer is shown once: it is the device's MQTT password and HTTP bearer token. With a
+    Mosquitto admin configured, the device is created on the running broker within seconds (dynsec)."""
+    device, token = await registry.register_device(
+        session, clock, cipher, access, data,
+        keep_for_broker=bool(runtime.settings.devices.mosquitto_admin_username))
     return schemas.DeviceRegistered(device_id=device.device_id, kind=data.kind, elder_id=str(device.elder_id),
                                     token=token)
 
@@ -92,18 +96,29 @@ async def post_device_event(device: str, request: Request, session: SessionDep, 
 
 
 @router.get("/v1/devices/{device_id}/events", response_model=schemas.Page)
-async def list_device_events(device_id: str, session: SessionDep, access: ReadDevices,
+async def list_device_events(device_id: str, session: SessionDep, cipher: CipherDep, clock: ClockDep,
+                             access: ReadDevices,
                              type_: Annotated[str | None, Query(alias="type")] = None,
                              from_: Annotated[datetime | None, Query(alias="from")] = None,
                              to: datetime | None = None, cursor: str | None = None, limit: int = 100
                              ) -> schemas.Page:
-    """Stored events of a device, newest first, as received plus `received_at`."""
+    """Stored events of a device, newest first, as received plus `received_at`. Vital signs and positions
+    (`value`, `lat`, `lon`) only for roles holding `health.read`; for others they are null and `redacted` true."""
     device = await registry.load_device(session, access, device_id)
     rows, next_cursor = await repository.device_events(session, device.device_id, type_=type_, from_=from_, to=to,
                                                        cursor=cursor, limit=limit)
-    items = [schemas.StoredEvent(event_id=r.event_id, type=r.type, ts=r.ts, received_at=r.received_at, lat=r.lat,
-                                 lon=r.lon, battery=r.battery, seq=r.seq, value=r.value, channel=r.channel,
-                                 note=r.note) for r in rows]
+    allowed = may(access.principal, "health.read")  # vital signs and positions; others see them withheld
+    items = []
+    for r in rows:
+        value, lat, lon = (health.unseal(cipher, r.health_enc, r.value, r.lat, r.lon) if allowed
+                           else (None, None, None))
+        items.append(schemas.StoredEvent(event_id=r.event_id, type=r.type, ts=r.ts, received_at=r.received_at,
+                                         lat=lat, lon=lon, battery=r.battery, seq=r.seq, value=value,
+                                         channel=r.channel, note=r.note, redacted=not allowed))
+    shown = sum(1 for i in items if i.value is not None or i.lat is not None)
+    if shown and access.role != "elder":  # staff reading an elder's vital signs or whereabouts: audited (design §5)
+        await record_audit(session, clock, access, "device.events.read", "device", device.device_id,
+                           {"elder_id": str(device.elder_id), "events_with_health_data": shown, "type": type_})
     return schemas.Page(items=items, next_cursor=next_cursor)
 
 
@@ -113,9 +128,11 @@ async def list_dead_letters(session: SessionDep, access: ReadDeadLetters,
                             cursor: str | None = None, limit: int = 100) -> schemas.Page:
     """Messages devices sent that vnh could not accept, with the reason, newest first."""
     rows, next_cursor = await repository.dead_letters(session, access, from_=from_, cursor=cursor, limit=limit)
+    health = may(access.principal, "health.read")  # a rejected payload may still carry vitals or a position
     items = [schemas.DeadLetter(id=r.id, received_at=r.received_at, channel=r.channel, topic=r.topic,
-                                device_id=r.device_id, reason=r.reason, detail=r.detail, payload=r.payload,
-                                payload_size=r.payload_size) for r in rows]
+                                device_id=r.device_id, reason=r.reason, detail=r.detail,
+                                payload=r.payload if health else None, payload_size=r.payload_size,
+                                redacted=not health) for r in rows]
     return schemas.Page(items=items, next_cursor=next_cursor)
 
 

@@ -46,7 +46,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from devices import protocol
+from devices import membership, protocol
 from devices.credentials import default_service_password
 from devices.ingest import Inbound, dead_letter_row, ingest_batch, store_dead_letters
 from devices.protocol import Rejection
@@ -85,8 +85,9 @@ def is_transient(exc: BaseException) -> bool:
 class MqttGateway:
     def __init__(self, rt: Runtime, *, url: str | None = None, client_id: str | None = None,
                  share_group: str | None = None, shared: bool | None = None, batch_size: int | None = None,
-                 batch_wait_s: float | None = None, username: str | None = None, password: str | None = None
-                 ) -> None:
+                 batch_wait_s: float | None = None, username: str | None = None, password: str | None = None,
+                 member_heartbeat_s: float = membership.HEARTBEAT_S,
+                 member_missing_after_s: float = membership.MISSING_AFTER_S) -> None:
         settings = rt.settings
         target = url or settings.mqtt_url
         if target is None:
@@ -124,6 +125,11 @@ class MqttGateway:
         # label children bound once: `labels()` per message is measurable at thousands of messages a second
         self._urgent_count, self._bulk_count = MESSAGES.labels("urgent"), MESSAGES.labels("bulk")
         self._queued_gauge = QUEUED.labels(self.client_id)
+        # the share group's members as last read (devices/membership.py): a dead member's share waits in the broker
+        self.member_heartbeat_s = member_heartbeat_s
+        self.member_missing_after_s = member_missing_after_s
+        self.members: list[membership.Member] = []
+        self._beat_now = asyncio.Event()
 
     # --- topics --------------------------------------------------------------------------------------------
 
@@ -168,6 +174,7 @@ class MqttGateway:
                        asyncio.create_task(self._consume(self._bulk, self.batch_size, self.batch_wait_s),
                                            name="mqtt-bulk")]
         self._reconnecting = asyncio.create_task(self._connect_loop(), name="mqtt-connect")
+        self._tasks.append(asyncio.create_task(self._membership_loop(), name="mqtt-membership"))
         self.rt.readiness["mqtt_ingest"] = self._readiness
 
     async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -201,7 +208,26 @@ class MqttGateway:
 
     async def _readiness(self) -> dict[str, Any]:
         return {"ok": self.connected.is_set(), "url": self.address.display, "client_id": self.client_id,
-                "shared": self.shared, "queued": self.pending}
+                "shared": self.shared, "queued": self.pending, "share_group": self.share_group,
+                "members": [m.client_id for m in self.members],
+                "members_missing": [m.client_id for m in self.members if m.missing]}
+
+    async def _membership_loop(self) -> None:
+        """While connected, say so in the share group's member hash; read everyone's last report back (gauges,
+        `/readyz`). A failure (Redis away) is logged and tried again on the next beat; ingest does not depend on it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.member_heartbeat_s)
+            self._beat_now.clear()
+            try:
+                if self.connected.is_set():
+                    await membership.beat(self.rt, self.share_group, self.client_id)
+                self.members = await membership.members(self.rt, self.share_group,
+                                                        missing_after_s=self.member_missing_after_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ingest membership heartbeat failed: %s", exc)
 
     @property
     def pending(self) -> int:
@@ -310,6 +336,7 @@ class MqttGateway:
             log.error("MQTT subscribe failed: %s", result)
         self._disconnected.clear()
         self.connected.set()
+        self._beat_now.set()
         CONNECTED.labels(self.client_id).set(1)
         log.info("MQTT ingest %s connected to %s (%s)", self.client_id, self.address.display,
                  "shared " + self.share_group if self.shared else "plain subscriptions")

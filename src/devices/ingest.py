@@ -9,7 +9,6 @@ their reason. It only flushes: the caller commits, and only after the commit may
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -21,9 +20,10 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devices import protocol
+from devices import health, protocol
 from devices.models import DeadLetter
 from devices.protocol import DeviceEvent, Rejection, StatusReport
+from kernel.personal_data import FieldCipher
 from kernel.runtime import Runtime
 
 log = logging.getLogger("vnh.devices.ingest")
@@ -145,17 +145,19 @@ async def _insert_keys(session: AsyncSession, keys: list[tuple[str, str, str]], 
     return inserted, reused
 
 
-EVENT_COLUMNS = ("received_at", "device_id", "elder_id", "event_id", "type", "ts", "lat", "lon", "battery", "seq",
-                 "value", "channel", "payload_hash", "note")
+EVENT_COLUMNS = ("received_at", "device_id", "elder_id", "event_id", "type", "ts", "battery", "seq", "health_enc",
+                 "channel", "payload_hash", "note")
 
 
-async def _store_events(session: AsyncSession, events: list[NewEvent], notes: dict[tuple[str, str], str]) -> None:
-    """Binary COPY into the partitioned table, in the batch's transaction (the keys already made them unique)."""
+async def _store_events(session: AsyncSession, cipher: FieldCipher, events: list[NewEvent],
+                        notes: dict[tuple[str, str], str]) -> None:
+    """Binary COPY into the partitioned table, in the batch's transaction (the keys already made them unique).
+    `value`, `lat` and `lon` go in sealed (`devices.health`); their plaintext columns stay NULL."""
     if not events:
         return
     records = [(item.received_at, item.device.device_id, item.device.elder_id, item.event.event_id, item.event.type,
-                item.event.ts, item.event.lat, item.event.lon, item.event.battery, item.event.seq,
-                None if item.event.value is None else json.dumps(item.event.value, ensure_ascii=False),
+                item.event.ts, item.event.battery, item.event.seq,
+                health.seal(cipher, item.event.value, item.event.lat, item.event.lon),
                 item.channel, item.event.payload_hash, notes.get((item.device.device_id, item.event.event_id)))
                for item in events]
     connection = await session.connection()
@@ -273,7 +275,7 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
                     SEQ_MISSED.inc(gap)
                     log.warning("device %s skipped %d event(s) before seq %d", device.device_id, gap, event.seq)
 
-        await _store_events(session, new_events, notes)
+        await _store_events(session, rt.cipher, new_events, notes)
         await _update_devices(session, list(devices.values()))
         await store_dead_letters(session, dead)
         stored: dict[tuple[str, str], int] = {}

@@ -53,6 +53,10 @@ class Device(Base):
     # Mosquitto dynsec's PBKDF2-SHA512 entry of the token, made at registration (`vnh devices export-mosquitto-acl`)
     broker_password: Mapped[dict[str, Any] | None]
     broker_disabled_at: Mapped[datetime | None]  # when Mosquitto's dynsec disabled the revoked device's account
+    # the token encrypted (context `devices.broker_secret`) until the dynsec client is created on a running Mosquitto
+    # (`mosquitto_control.create_registered`: `createClient` takes the plaintext), then cleared (migration 0007)
+    broker_secret: Mapped[str | None] = mapped_column(Text)
+    broker_created_at: Mapped[datetime | None]  # when that pass created the device's client and role on Mosquitto
 
     __table_args__ = (
         CheckConstraint("device_id ~ '^[A-Za-z0-9_.:-]{3,64}$'", name="device_id_shape"),
@@ -63,6 +67,7 @@ class Device(Base):
         CheckConstraint("battery BETWEEN 0 AND 100", name="battery_range"),
         CheckConstraint("heartbeat_s BETWEEN 10 AND 86400", name="heartbeat_range"),
         Index("ix_devices_token_hash", "token_hash"),
+        Index("ix_devices_broker_pending", "created_at", postgresql_where=text("broker_secret IS NOT NULL")),
     )
 
 
@@ -114,6 +119,8 @@ class StoredEvent(Base):
     channel: Mapped[str] = mapped_column(String(10))
     payload_hash: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(String(40))
+    # `value`, `lat`, `lon` sealed together (devices/health.py, migration 0007); those columns are then NULL
+    health_enc: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_device_events_device_received", "device_id", "received_at"),

@@ -9,13 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devices import schemas
-from devices.models import Device
+from devices import health, schemas
+from devices.models import Device, StoredEvent
 from devices.mosquitto import password_entry as mosquitto_password_entry
 from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import Conflict, InvalidState, NotFound
+from kernel.key_rotation import EncryptedColumn
 from kernel.outbox import emit
 from kernel.personal_data import FieldCipher
 from orders.elders import load_elder
@@ -32,8 +33,19 @@ def token_matches(cipher: FieldCipher, device: Device, token: str) -> bool:
     return device.status == "active" and hmac.compare_digest(device.token_hash, hash_token(cipher, token))
 
 
+BROKER_SECRET_CONTEXT = "devices.broker_secret"  # noqa: S105  (an encryption context label, not a secret)
+# what `vnh crypto rotate` re-encrypts: tokens awaiting the broker, and the sealed vitals and positions of events
+ENCRYPTED_COLUMNS = (
+    EncryptedColumn(Device, "broker_secret", BROKER_SECRET_CONTEXT),
+    EncryptedColumn(StoredEvent, "health_enc", health.CONTEXT),
+)
+
+
 async def register_device(session: AsyncSession, clock: Clock, cipher: FieldCipher, access: Access,
-                          data: schemas.DeviceCreate) -> tuple[Device, str]:
+                          data: schemas.DeviceCreate, *, keep_for_broker: bool = False) -> tuple[Device, str]:
+    """Register a device; answers it and its token (shown once). `keep_for_broker`: a Mosquitto admin is
+    configured, so the token is also kept encrypted until `mosquitto_control.create_registered` has created the
+    device's dynsec client on the running broker (its `createClient` takes only the plaintext)."""
     elder = await load_elder(session, access, data.elder_id)
     if elder.status != "active":
         raise InvalidState(f"elder is {elder.status}", code="invalid_state")
@@ -44,6 +56,8 @@ async def register_device(session: AsyncSession, clock: Clock, cipher: FieldCiph
                     status="active")
     # what Mosquitto's dynamic-security plugin checks, derived while the plaintext is in hand (devices/mosquitto.py)
     device.broker_password = mosquitto_password_entry(token)
+    if keep_for_broker:
+        device.broker_secret = cipher.encrypt(token, context=BROKER_SECRET_CONTEXT)
     session.add(device)
     try:
         await session.flush()
@@ -76,6 +90,7 @@ async def revoke_device(session: AsyncSession, clock: Clock, access: Access, dev
     device.status = "revoked"
     device.revoked_at = clock.now()
     device.online = False
+    device.broker_secret = None  # not to be created on the broker any more
     await session.flush()
     await record_audit(session, clock, access, "device.revoke", "device", device.device_id,
                        {"elder_id": str(device.elder_id)})

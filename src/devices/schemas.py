@@ -69,6 +69,8 @@ class StoredEvent(BaseModel):
     value: dict[str, Any] | None
     channel: str
     note: str | None
+    redacted: bool = Field(False, description="vital signs and position (`value`, `lat`, `lon`) withheld: the "
+                                              "caller's role does not hold `health.read`")
 
 
 class DeadLetter(BaseModel):
@@ -79,8 +81,10 @@ class DeadLetter(BaseModel):
     device_id: str | None
     reason: str
     detail: str
-    payload: str
+    payload: str | None = Field(description="the first bytes as received; null when `redacted`")
     payload_size: int
+    redacted: bool = Field(False, description="the payload (which may carry vital signs or a position) withheld: "
+                                              "the caller's role does not hold `health.read`")
 
 
 class Page(BaseModel):
@@ -117,6 +121,13 @@ class Alarm(BaseModel):
     order_id: str | None
     callback_order_id: str | None
     escalation_level: int
+    lat: float | None = Field(None, description="WGS-84 position of the alarm: the triggering event's if it carried "
+                                                "one, else the elder's home")
+    lon: float | None = None
+    details: dict[str, Any] | None = Field(None, description="what raised it: readings and ranges, position, "
+                                                             "confidence, notes")
+    redacted: bool = Field(False, description="`details`, `lat` and `lon` withheld: the caller's role does not "
+                                              "hold `health.read`")
 
 
 class AlarmResolve(BaseModel):

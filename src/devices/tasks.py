@@ -15,7 +15,7 @@ from devices.downlink import CommandSender, order_assigned_consumer
 from devices.escalation import escalate_due
 from devices.gateway import MqttGateway
 from devices.liveness import raise_offline_alarms
-from devices.mosquitto_control import disable_revoked
+from devices.mosquitto_control import create_registered, disable_revoked
 from devices.notifier import WebhookNotifier, notifier_from_settings, send_pending
 from devices.partitions import upkeep_once
 from kernel.outbox import OutboxRelay, Publisher
@@ -34,15 +34,20 @@ async def every(name: str, interval: float, stop: asyncio.Event, step: Callable[
             await asyncio.wait_for(stop.wait(), interval)
 
 
+def use_embedded_service_login(runtime: Runtime) -> None:
+    """On the embedded broker, its plugin admits the service with the password derived from the blind-index key;
+    every MQTT client of this instance (the gateway, /readyz's probe) logs in with it."""
+    settings = runtime.settings
+    if runtime.embedded and "mqtt" in runtime.embedded and settings.mqtt.username is None:
+        settings.mqtt.username = SERVICE_USERNAME
+        settings.mqtt.password = SecretStr(default_service_password(runtime.cipher))
+
+
 class DeviceWorkers:
     def __init__(self, runtime: Runtime, *, gateway: MqttGateway | None = None) -> None:
         self.rt = runtime
         settings = runtime.settings
-        if runtime.embedded and "mqtt" in runtime.embedded and settings.mqtt.username is None:
-            # the embedded broker's plugin admits the service with the password derived from the blind-index key;
-            # every MQTT client of this instance (the gateway, /readyz's probe) logs in with it
-            settings.mqtt.username = SERVICE_USERNAME
-            settings.mqtt.password = SecretStr(default_service_password(runtime.cipher))
+        use_embedded_service_login(runtime)
         self.gateway = gateway or (MqttGateway(runtime) if settings.mqtt_url and settings.mqtt.ingest else None)
         self.sender = CommandSender(runtime, self.gateway) if self.gateway is not None else None
         if self.gateway is not None and self.sender is not None:
@@ -68,6 +73,7 @@ class DeviceWorkers:
         ]
         if settings.mosquitto_admin_username:
             jobs.append(("mosquitto revocations", 5.0, lambda: disable_revoked(rt)))
+            jobs.append(("mosquitto registrations", 2.0, lambda: create_registered(rt)))
         self._tasks = [asyncio.create_task(every(name, interval, stop, step), name=name)
                        for name, interval, step in jobs]
         if self.gateway is not None:

@@ -76,6 +76,8 @@ class AlarmChanged(EventPayload):
     count: int
     order_id: str | None = None
     escalation_level: int = 0
+    lat: float | None = None  # WGS-84: the triggering event's position, else the elder's home (for the console map)
+    lon: float | None = None
 
 
 class DeviceCommandChanged(EventPayload):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, not_, select, update
+from sqlalchemy import Table, and_, bindparam, func, not_, select, tuple_, update
 
 from kernel.audit import SystemActor, record_audit
 from kernel.clock import Clock
@@ -58,26 +58,33 @@ async def count_stale(database: Database, cipher: FieldCipher, column: Encrypted
 async def rotate(database: Database, clock: Clock, cipher: FieldCipher, columns: Sequence[EncryptedColumn], *,
                  batch: int = 500, on_start: Callable[[EncryptedColumn, int], None] | None = None,
                  on_batch: Callable[[EncryptedColumn, int], None] | None = None) -> RotationReport:
-    """Rewrite every value of `columns` that is not under the active key and cipher."""
+    """Rewrite every value of `columns` that is not under the active key and cipher, walking each table once in
+    primary-key order (keyset pages, so a large table such as the partitioned telemetry is not rescanned)."""
     report = RotationReport(key=cipher.active_key)
     for column in columns:
         table = column.table
-        (key,) = table.primary_key.columns
+        keys = list(table.primary_key.columns)
         value = table.c[column.column]
         stale = (value.is_not(None), not_(value.startswith(cipher.current_prefix, autoescape=True)))
         if on_start is not None:
             on_start(column, await count_stale(database, cipher, column))
-        done = 0
+        done, last = 0, None
         while True:
             async with database.unit_of_work() as session:
-                rows = (await session.execute(select(key, value).where(*stale).order_by(key).limit(batch)
+                query = select(*keys, value).where(*stale)
+                if last is not None:
+                    query = query.where(tuple_(*keys) > tuple_(*last))
+                rows = (await session.execute(query.order_by(*keys).limit(batch)
                                               .with_for_update(skip_locked=True))).all()
                 if not rows:
                     break
+                match = and_(*(k == bindparam(f"_k{i}") for i, k in enumerate(keys)))
                 await session.execute(
-                    update(table).where(key == bindparam("_key")).values({column.column: bindparam("_value")}),
-                    [{"_key": k, "_value": cipher.reencrypt(v, context=column.context)} for k, v in rows])
+                    update(table).where(match).values({column.column: bindparam("_value")}),
+                    [{**{f"_k{i}": row[i] for i in range(len(keys))},
+                      "_value": cipher.reencrypt(row[-1], context=column.context)} for row in rows])
                 done += len(rows)
+                last = tuple(rows[-1][:len(keys)])
                 await record_audit(session, clock, SystemActor("crypto-rotate"), "crypto.rotate", "column",
                                    column.name, {"rows": len(rows), "key": cipher.active_key})
             if on_batch is not None:

@@ -57,6 +57,14 @@ class FieldCipher:
         self._keys = keys
         self._active = active_key
         self._bidx_key = blind_index_key
+        # HKDF per call would cost more than the encryption itself (device telemetry seals every event)
+        self._derived: dict[tuple[str, str], bytes] = {}
+
+    def _key(self, key_id: str, cipher: CipherName) -> bytes:
+        derived = self._derived.get((key_id, cipher))
+        if derived is None:
+            derived = self._derived[(key_id, cipher)] = _derive(self._keys[key_id], cipher)
+        return derived
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FieldCipher:
@@ -79,7 +87,7 @@ class FieldCipher:
         return self._active
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
-        key = _derive(self._keys[self._active], self._cipher)
+        key = self._key(self._active, self._cipher)
         nonce = os.urandom(_NONCE)
         data = plaintext.encode()
         aad = context.encode()
@@ -101,7 +109,7 @@ class FieldCipher:
             raise UndecryptableValue(f"key {key_id!r} is not configured")
         if cipher not in ("aes-gcm", "sm4-gcm"):
             raise UndecryptableValue(f"unknown cipher {cipher!r}")
-        key = _derive(self._keys[key_id], cipher)  # type: ignore[arg-type]
+        key = self._key(key_id, cipher)  # type: ignore[arg-type]
         nonce, sealed = raw[:_NONCE], raw[_NONCE:]
         aad = context.encode()
         try:

@@ -221,7 +221,8 @@ async def _billing(args: argparse.Namespace) -> int:
 async def _devices(args: argparse.Namespace) -> int:
     from devices import cli as devices_cli
 
-    async with prepared(args.data_dir, mqtt=args.command == "simulate") as (settings, _):
+    ingest = args.command == "devices" and args.devices_command == "ingest"
+    async with prepared(args.data_dir, mqtt=args.command == "simulate" or ingest) as (settings, _):
         runtime = Runtime.build(settings)
         try:
             return await devices_cli.run(runtime, args)
@@ -233,6 +234,7 @@ async def _crypto_rotate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+    from devices.registry import ENCRYPTED_COLUMNS as DEVICE_COLUMNS
     from dispatch.registry import ENCRYPTED_COLUMNS as CAREGIVER_COLUMNS
     from kernel.key_rotation import EncryptedColumn, rotate
     from orders.elders import ENCRYPTED_COLUMNS as ELDER_COLUMNS
@@ -251,7 +253,7 @@ async def _crypto_rotate(args: argparse.Namespace) -> int:
                     progress.update(tasks[column.name], advance=rows)
 
                 report = await rotate(runtime.database, runtime.clock, runtime.cipher,
-                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS), batch=args.batch,
+                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS, *DEVICE_COLUMNS), batch=args.batch,
                                       on_start=on_start, on_batch=on_batch)
         finally:
             await runtime.close()
@@ -295,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from devices.cli import add_parsers as add_device_parsers
 
-    add_device_parsers(sub, common)  # devices export-mosquitto-acl, simulate devices
+    add_device_parsers(sub, common)  # devices export-mosquitto-acl, devices ingest, simulate devices
 
     crypto = sub.add_parser("crypto", help="personal-data encryption tools")
     crypto_sub = crypto.add_subparsers(dest="crypto_command", required=True)

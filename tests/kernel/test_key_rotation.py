@@ -6,6 +6,7 @@ import base64
 import os
 from datetime import date
 
+import httpx
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -86,3 +87,28 @@ async def test_the_command_rotates_a_committed_database_and_reports(committed_ru
     assert "key=k9 complete=True" in out.decode()
     async with rt.database.unit_of_work() as s:
         assert all(v.startswith("k9:") for v in (await s.scalars(select(Elder.address_enc))).all())
+
+
+async def test_sealed_telemetry_with_its_composite_key_is_rotated_too(runtime: Runtime,
+                                                                    client: httpx.AsyncClient) -> None:
+    from devices import health
+    from devices.models import StoredEvent
+    from devices.registry import ENCRYPTED_COLUMNS as DEVICE_COLUMNS
+    from tests.factories import register_device
+
+    rt = runtime
+    elder = await create_elder(rt)
+    device_id, token = await register_device(rt, elder, kind="wristband")
+    for n in range(5):
+        answer = await client.post(f"/v1/devices/{device_id}/events", headers={"Authorization": f"Bearer {token}"},
+                                   json={"event_id": f"hr-{n}", "type": "heart_rate", "value": {"bpm": 70 + n},
+                                         "ts": "2026-03-02T09:00:00+08:00"})
+        assert answer.status_code == 202, answer.text
+    key = os.urandom(32)
+    report = await rotate(rt.database, rt.clock, _rotated_settings(rt, key, keep_old=True), DEVICE_COLUMNS, batch=2)
+    assert report.rewritten["device_events.health_enc"] == 5 and report.complete
+    only_new = _rotated_settings(rt, key, keep_old=False)
+    async with rt.database.unit_of_work() as s:
+        rows = (await s.scalars(select(StoredEvent).where(StoredEvent.device_id == device_id))).all()
+    assert sorted(health.unseal(only_new, r.health_enc, None, None, None)[0]["bpm"] for r in rows  # type: ignore[index]
+                  ) == [70, 71, 72, 73, 74]
