@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -39,7 +40,7 @@ from kernel.clock import ManualClock
 from kernel.db import Database, asyncpg_url, create_engine
 from kernel.migrate import migrate
 from kernel.runtime import Runtime
-from kernel.settings import AuditSettings, AuthSettings, CryptoSettings, Settings
+from kernel.settings import AuditSettings, AuthSettings, CryptoSettings, MqttSettings, Settings
 from vnh.app import create_app
 
 pytest_plugins = ["tests.world"]
@@ -123,10 +124,14 @@ async def _clone(base: str, template: str) -> str:
 
 
 def make_settings(server_urls: dict[str, str], database: str, data_dir: Path) -> Settings:
+    tag = uuid.uuid4().hex[:10]
     return Settings(
         database_url=_db_url(server_urls["database"], database),
         redis_url=server_urls["redis"],
         mqtt_url=server_urls.get("mqtt"),
+        # a served instance's ingest gets a client id and share group of its own (decisions §5): two test runs on
+        # one broker must neither take over each other's session nor split each other's messages
+        mqtt=MqttSettings(client_id=f"vnh-t{tag}", share_group=f"t{tag}"),
         data_dir=data_dir,
         environment="test",
         redis_prefix=f"vnhtest:{uuid.uuid4().hex[:12]}:",
@@ -228,6 +233,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env.update({
         "DATABASE_URL": settings.app_url, "REDIS_URL": settings.redis_url or "", "MQTT_URL": settings.mqtt_url or "",
         "VNH_REDIS_PREFIX": settings.redis_prefix,
+        "VNH_MQTT__CLIENT_ID": settings.mqtt.client_id, "VNH_MQTT__SHARE_GROUP": settings.mqtt.share_group,
         "VNH_AUTH__JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
         "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in settings.crypto.keys.items()}),
         "VNH_CRYPTO__ACTIVE_KEY": settings.crypto.active_key or "k1",
@@ -292,3 +298,9 @@ async def served(committed_runtime: Runtime, tmp_path: Path) -> AsyncIterator[tu
         server.terminate()
         await asyncio.wait_for(server.wait(), 60)
         log.close()
+        if committed_runtime.settings.mqtt_url:  # its ingest's persistent session would keep queueing messages
+            from devices.gateway import MqttGateway, end_session
+
+            login = MqttGateway(committed_runtime)
+            with contextlib.suppress(OSError):
+                await end_session(login.address, login.client_id, login.username, login.password)

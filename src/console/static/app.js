@@ -14,9 +14,15 @@ const EVENT_ZH = {
   "orders.order.en_route": "护理员出发", "orders.order.in_service": "开始服务", "orders.order.completed": "服务完成",
   "orders.visit.flagged": "服务异常", "dispatch.offer.declined": "护理员拒单", "dispatch.offer.expired": "邀约超时",
   "devices.alarm.raised": "新告警", "devices.alarm.acknowledged": "告警已确认", "devices.alarm.resolved": "告警已处置",
+  "devices.alarm.repeated": "告警再次触发", "devices.alarm.escalated": "告警升级（无人确认）",
+  "devices.alarm.cancelled": "老人已取消告警，需回访",
 };
+const FRESH_MS = 15000;  // a new critical alarm flashes this long (it keeps pulsing until acknowledged)
 
-const state = { services: {}, alarms: [], orders: [], caregivers: [], seenAlarms: new Set(), lastEventId: null };
+const state = {
+  services: {}, alarms: [], orders: [], caregivers: [], seenAlarms: new Set(), freshUntil: new Map(), lastEventId: null,
+  cues: 0, started: false, alarmsAsked: 0,
+};
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -45,7 +51,9 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function secondsSince(iso) { return Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000)); }
+// the server's clock, as far as the page can tell (a workstation's clock may be off by minutes)
+function serverNow() { return Date.now() + (state.skewMs || 0); }
+function secondsSince(iso) { return Math.max(0, Math.floor((serverNow() - Date.parse(iso)) / 1000)); }
 function fmtAge(seconds) {
   if (seconds < 60) return `${seconds} 秒`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)} 分 ${seconds % 60} 秒`;
@@ -71,33 +79,63 @@ async function login(event) {
 }
 
 // --- alarms ---------------------------------------------------------------------------------------------------
-function beep() {
+let audio = null;
+function unlockAudio() {
+  try { audio = audio || new AudioContext(); if (audio.state === "suspended") audio.resume(); }
+  catch (_) { audio = null; /* no audio device: the visual cue remains */ }
+}
+
+// The cue for a new (or repeated) critical alarm: three short tones, the card and the header flash, the tab title.
+function cue(alarm) {
+  state.cues += 1;
+  document.body.dataset.cues = String(state.cues);
+  document.body.dataset.lastCue = alarm.id;
+  const bar = document.querySelector(".bar");
+  bar.classList.remove("alerting"); void bar.offsetWidth; bar.classList.add("alerting");
   try {
-    const audio = new AudioContext(); const tone = audio.createOscillator(); const gain = audio.createGain();
-    tone.frequency.value = 880; gain.gain.value = 0.15; tone.connect(gain).connect(audio.destination);
-    tone.start(); tone.stop(audio.currentTime + 0.6);
-  } catch (_) { /* no audio device: the visual cue remains */ }
+    unlockAudio();
+    if (!audio) return;
+    for (let i = 0; i < 3; i++) {
+      const tone = audio.createOscillator(); const gain = audio.createGain();
+      const at = audio.currentTime + i * 0.35;
+      tone.frequency.value = i % 2 ? 660 : 880; gain.gain.value = 0.2;
+      tone.connect(gain).connect(audio.destination); tone.start(at); tone.stop(at + 0.25);
+    }
+  } catch (_) { /* the visual cue remains */ }
 }
 
 async function loadAlarms() {
+  const asked = ++state.alarmsAsked;  // answers can overtake each other: only the latest question's is shown
   try {
     const page = await api("/v1/alarms?status=open&limit=200");
     const acknowledged = await api("/v1/alarms?status=acknowledged&limit=200");
+    if (asked !== state.alarmsAsked) return;
     state.alarms = [...page.items, ...acknowledged.items];
   } catch (error) { if (error.status !== 404) throw error; state.alarms = []; }
   renderAlarms();
 }
 
+// Open alarms first, then by severity, then the oldest first (it has waited longest).
+function alarmOrder(a, b) {
+  return (a.status === "open" ? 0 : 1) - (b.status === "open" ? 0 : 1) ||
+    SEVERITY[a.severity] - SEVERITY[b.severity] || Date.parse(a.raised_at) - Date.parse(b.raised_at);
+}
+
 function renderAlarms() {
   const list = $("alarms"); list.replaceChildren();
-  const alarms = [...state.alarms].sort((a, b) =>
-    (a.status === "open" ? 0 : 1) - (b.status === "open" ? 0 : 1) ||
-    SEVERITY[a.severity] - SEVERITY[b.severity] || Date.parse(a.raised_at) - Date.parse(b.raised_at));
-  let fresh = false;
+  const alarms = [...state.alarms].sort(alarmOrder);
+  const now = Date.now();
+  const cued = [];
   for (const alarm of alarms) {
     const isNew = !state.seenAlarms.has(alarm.id);
     state.seenAlarms.add(alarm.id);
-    if (isNew && alarm.severity === "critical" && alarm.status === "open") fresh = true;
+    if (isNew && alarm.severity === "critical" && alarm.status === "open" && state.started) {
+      // news (the page's first picture is not): flash and sound; it keeps pulsing until acknowledged
+      state.freshUntil.set(alarm.id, now + FRESH_MS);
+      cued.push(alarm);
+    }
+    const fresh = (state.freshUntil.get(alarm.id) || 0) > now;
+    const urgent = alarm.severity === "critical" && alarm.status === "open";
     const age = el("span", { class: "age", "data-since": alarm.raised_at }, fmtAge(secondsSince(alarm.raised_at)));
     const actions = el("div", { class: "actions" });
     if (alarm.status === "open") {
@@ -105,8 +143,8 @@ function renderAlarms() {
     }
     actions.append(el("button", { "data-action": "resolve", onclick: () => resolveAlarm(alarm) }, "处置"));
     list.append(el("li", {
-      class: `sev-${alarm.severity}${isNew && alarm.severity === "critical" ? " new-critical" : ""}`,
-      "data-alarm": alarm.id, "data-type": alarm.type,
+      class: `sev-${alarm.severity}${urgent ? " unacked-critical" : ""}${fresh && urgent ? " new-critical" : ""}`,
+      "data-alarm": alarm.id, "data-type": alarm.type, "data-device": alarm.device_id, "data-status": alarm.status,
     },
     el("div", { class: "row" }, el("b", {}, `${SEVERITY_ZH[alarm.severity] || ""} · ${ALARM_ZH[alarm.type] || alarm.type}`), age),
     el("div", { class: "meta" }, `${alarm.status === "open" ? "未确认" : "已确认"} · 设备 ${alarm.device_id || "—"} · ${fmtTime(alarm.raised_at)}`
@@ -114,9 +152,36 @@ function renderAlarms() {
     actions));
   }
   $("alarms-empty").hidden = alarms.length > 0;
-  $("c-alarms").textContent = alarms.filter((a) => a.status === "open").length;
-  if (fresh) beep();
+  const open = alarms.filter((a) => a.status === "open");
+  $("c-alarms").textContent = open.length;
+  const critical = open.filter((a) => a.severity === "critical").length;
+  document.title = critical ? `【${critical} 条紧急告警】调度台` : "虚拟养老院 · 调度台";
+  document.body.classList.toggle("has-critical", critical > 0);
+  for (const alarm of cued) cue(alarm);
+  tick();
   renderMap();
+}
+
+// An alarm event from the stream, applied at once (the list is re-read right after for the full record).
+function applyAlarmEvent(type, data) {
+  const index = state.alarms.findIndex((a) => a.id === data.alarm_id);
+  const before = index >= 0 ? state.alarms[index] : null;
+  if (data.status === "resolved") {
+    if (index >= 0) state.alarms.splice(index, 1);
+  } else {
+    const alarm = {
+      ...(before || { raised_at: data.occurred_at }), id: data.alarm_id, elder_id: data.elder_id,
+      device_id: data.device_id, type: data.type,  // the payload's alarm type (the event type is event.type)
+      severity: data.severity, status: data.status, count: data.count, order_id: data.order_id,
+      escalation_level: data.escalation_level, lat: data.lat ?? (before && before.lat), lon: data.lon ?? (before && before.lon),
+    };
+    if (index >= 0) state.alarms[index] = alarm; else state.alarms.push(alarm);
+    if (type === "devices.alarm.repeated" && alarm.severity === "critical" && alarm.status === "open") {
+      state.freshUntil.set(alarm.id, Date.now() + FRESH_MS);
+      cue(alarm);
+    }
+  }
+  renderAlarms();
 }
 
 async function ackAlarm(alarm) {
@@ -142,10 +207,13 @@ function resolveAlarm(alarm) {
 
 // --- orders ----------------------------------------------------------------------------------------------------
 async function loadSnapshot() {
+  const asked = Date.now();
   const snapshot = await api("/v1/console/snapshot");
+  state.skewMs = Date.parse(snapshot.now) - (asked + Date.now()) / 2;
   state.orders = snapshot.orders;
   $("c-unfulfilled").textContent = snapshot.counters.unfulfilled;
   $("c-offered").textContent = snapshot.counters.offered;
+  showCounters(snapshot.counters);
   renderOrders();
 }
 
@@ -222,11 +290,11 @@ function renderMap() {
   svg.replaceChildren();
   if (!points.length) return;
   const lats = points.map((p) => p[0]); const lons = points.map((p) => p[1]);
-  const pad = 0.01;
+  const pad = 0.005; const margin = 40;  // degrees around the points, then pixels for the markers themselves
   const [south, north] = [Math.min(...lats) - pad, Math.max(...lats) + pad];
   const [west, east] = [Math.min(...lons) - pad, Math.max(...lons) + pad];
   const kx = Math.cos(((south + north) / 2) * Math.PI / 180);
-  const scale = Math.min(1000 / ((east - west) * kx), 700 / (north - south));
+  const scale = Math.min((1000 - 2 * margin) / ((east - west) * kx), (700 - 2 * margin) / (north - south));
   const x = (lon) => (lon - west) * kx * scale + (1000 - (east - west) * kx * scale) / 2;
   const y = (lat) => (north - lat) * scale + (700 - (north - south) * scale) / 2;
   const ns = "http://www.w3.org/2000/svg";
@@ -236,6 +304,13 @@ function renderMap() {
     if (title) { const t = document.createElementNS(ns, "title"); t.textContent = title; node.append(t); }
     svg.append(node); return node;
   };
+  // a scale bar (no map tiles on a closed network: distances are what the dispatcher needs)
+  const metresPerPx = 111320 / scale;
+  const nice = [100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000].find((m) => m / metresPerPx >= 80) || 100000;
+  const barPx = nice / metresPerPx;
+  add("path", { d: `M20 680 v-6 M20 677 h${barPx.toFixed(1)} M${(20 + barPx).toFixed(1)} 680 v-6`, class: "scale" });
+  add("text", { x: 20 + barPx / 2, y: 668, "text-anchor": "middle", class: "scale-label" }).textContent =
+    nice >= 1000 ? `${nice / 1000} 公里` : `${nice} 米`;
   for (const c of state.caregivers) {
     if (c.lat === null) continue;
     const color = c.stale ? "var(--stale)" : c.busy ? "var(--busy)" : "var(--ok)";
@@ -246,10 +321,25 @@ function renderMap() {
     add("rect", { x: x(o.lon) - 6, y: y(o.lat) - 6, width: 12, height: 12, fill: o.priority === "urgent" ? "var(--critical)" : "var(--info)", "data-order": o.id },
       `${state.services[o.service_code] || o.service_code} · ${o.elder_name}`);
   }
-  for (const a of state.alarms) {
-    if (a.lat == null) continue;
-    add("circle", { cx: x(a.lon), cy: y(a.lat), r: 14, fill: "none", stroke: "var(--critical)", "stroke-width": 4, "data-alarm": a.id },
-      ALARM_ZH[a.type] || a.type);
+  // alarms on top, the most severe last (drawn over the others); open ones solid, acknowledged ones dashed
+  const drawn = state.alarms.filter((a) => a.lat != null).sort((a, b) => -alarmOrder(a, b));
+  for (const a of drawn) {
+    const open = a.status === "open";
+    const radius = { critical: 16, warning: 12, info: 9 }[a.severity] || 10;
+    const title = `${SEVERITY_ZH[a.severity] || ""} · ${ALARM_ZH[a.type] || a.type} · ${open ? "未确认" : "已确认"}`
+      + ` · 已过 ${fmtAge(secondsSince(a.raised_at))}`;
+    const group = add("g", {
+      class: `alarm-marker sev-${a.severity}${open ? " open" : ""}`, "data-alarm": a.id, "data-severity": a.severity,
+      "data-status": a.status, transform: `translate(${x(a.lon).toFixed(1)} ${y(a.lat).toFixed(1)})`,
+    }, title);
+    const part = (tag, attrs) => {
+      const node = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+      group.append(node); return node;
+    };
+    if (open && a.severity === "critical") part("circle", { class: "pulse", r: radius, fill: "none" });
+    part("circle", { class: "ring", r: radius, "stroke-dasharray": open ? "none" : "4 3" });
+    part("text", { class: "glyph", "text-anchor": "middle", dy: "0.35em" }).textContent = a.severity === "info" ? "i" : "!";
   }
 }
 
@@ -277,8 +367,11 @@ function connect() {
     state.lastEventId = event.lastEventId;
     const data = JSON.parse(event.data);
     logLine(EVENT_ZH[event.type] || event.type);
-    if (event.type.startsWith("devices.alarm.")) loadAlarms().catch(() => {});
-    else reloadSoon();
+    if (event.type.startsWith("devices.alarm.")) {
+      applyAlarmEvent(event.type, data);
+      loadAlarms().catch(() => {});
+      countersSoon();
+    } else reloadSoon();
     if (event.type === "orders.order.assigned" || event.type.startsWith("orders.visit.")) loadPositions().catch(() => {});
     document.body.dataset.lastEvent = `${event.type}:${data.aggregate_id}`;
   };
@@ -294,18 +387,28 @@ function tick() {
     node.classList.toggle("late", seconds >= 60);
   }
   for (const node of document.querySelectorAll("[data-until]")) {
-    const left = Math.floor((Date.parse(node.dataset.until) - Date.now()) / 1000);
+    const left = Math.floor((Date.parse(node.dataset.until) - serverNow()) / 1000);
     node.textContent = left > 0 ? `邀约剩余 ${fmtAge(left)}` : "邀约已超时";
     node.classList.toggle("late", left < 30);
   }
 }
 
+// Open alarms and today's (Asia/Shanghai) median time to acknowledge, as the supervisors measure it.
+function showCounters(counters) {
+  $("c-alarms").textContent = counters.open_alarms;
+  $("c-ack").textContent = counters.ack_p50_s == null ? "—" : fmtSeconds(counters.ack_p50_s);
+  $("c-ack-detail").textContent = `今日告警 ${counters.alarms_today} · 已确认 ${counters.acknowledged_today}`;
+}
+function fmtSeconds(value) { return value < 100 ? value.toFixed(1) : String(Math.round(value)); }
+
 async function loadCounters() {
-  try {
-    const today = new Date(); today.setHours(0, 0, 0, 0);
-    const figures = await api(`/v1/audit/alarms/response-times?from=${encodeURIComponent(today.toISOString())}`);
-    $("c-ack").textContent = figures.p50_s ?? figures.p50 ?? "—";
-  } catch (_) { $("c-ack").textContent = "—"; }
+  try { showCounters(await api("/v1/console/counters")); } catch (_) { /* shown again at the next refresh */ }
+}
+
+let countersTimer = null;
+function countersSoon() {
+  clearTimeout(countersTimer);
+  countersTimer = setTimeout(() => { loadCounters(); }, 300);
 }
 
 async function start() {
@@ -313,7 +416,7 @@ async function start() {
   state.services = Object.fromEntries(services.map((s) => [s.code, s.name]));
   $("login").hidden = true; $("console").hidden = false;
   await Promise.all([loadSnapshot(), loadAlarms(), loadPositions()]);
-  loadCounters();
+  state.started = true;  // from here on a new critical alarm is news: sound and flash
   connect();
   setInterval(tick, 1000);
   setInterval(() => loadPositions().catch(() => {}), 10000);
@@ -322,5 +425,8 @@ async function start() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
+  // sound needs a user gesture first: the login, or any click on a page that was already logged in
+  $("login-form").addEventListener("submit", unlockAudio);
+  document.addEventListener("pointerdown", unlockAudio, { once: true });
   start().catch(() => showLogin());
 });
