@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -114,6 +115,10 @@ async def run_ingest(rt: Runtime, *, client_id: str | None, share_group: str | N
     await gateway.start()
     logging.getLogger("vnh.devices.ingest").info(
         "ingest %s on %s (share group %s)", gateway.client_id, gateway.address.display, gateway.share_group)
+    # as `vnh serve` does: what start-up built lives as long as the process, so keep it out of the collector's full
+    # passes, whose pauses set the SOS path's tail latency (bench/README.md)
+    gc.collect()
+    gc.freeze()
     try:
         await stop.wait()
     finally:
