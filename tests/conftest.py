@@ -131,7 +131,9 @@ def make_settings(server_urls: dict[str, str], database: str, data_dir: Path) ->
         mqtt_url=server_urls.get("mqtt"),
         # a served instance's ingest gets a client id and share group of its own (decisions §5): two test runs on
         # one broker must neither take over each other's session nor split each other's messages
-        mqtt=MqttSettings(client_id=f"vnh-t{tag}", share_group=f"t{tag}"),
+        mqtt=MqttSettings(client_id=f"vnh-t{tag}", share_group=f"t{tag}",
+                          # the suite's own embedded amqtt broker (no MQTT_URL) has no shared subscriptions
+                          shared_subscription=bool(os.environ.get("MQTT_URL"))),
         data_dir=data_dir,
         environment="test",
         redis_prefix=f"vnhtest:{uuid.uuid4().hex[:12]}:",
@@ -234,6 +236,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.app_url, "REDIS_URL": settings.redis_url or "", "MQTT_URL": settings.mqtt_url or "",
         "VNH_REDIS_PREFIX": settings.redis_prefix,
         "VNH_MQTT__CLIENT_ID": settings.mqtt.client_id, "VNH_MQTT__SHARE_GROUP": settings.mqtt.share_group,
+        "VNH_MQTT__SHARED_SUBSCRIPTION": str(settings.mqtt.shared_subscription).lower(),
         "VNH_AUTH__JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
         "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in settings.crypto.keys.items()}),
         "VNH_CRYPTO__ACTIVE_KEY": settings.crypto.active_key or "k1",
