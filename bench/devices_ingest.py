@@ -315,8 +315,20 @@ class CountingGateway(MqttGateway):
         self.last_commit = 0.0
         self.committed_at: dict[str, float] = {}
         self.watch_prefix = "\x00"
+        # where a watched event's time went: arrival from paho, start of its transaction, a bulk batch beside it
+        self.arrived_at: dict[str, float] = {}
+        self.stored_from: dict[str, float] = {}
+        self.beside_bulk: dict[str, bool] = {}
+
+    def _file(self, message: Any) -> None:
+        if self.watch_prefix.encode() in message.payload:
+            with contextlib.suppress(ValueError, KeyError):
+                self.arrived_at[json.loads(message.payload)["event_id"]] = time.perf_counter()
+        super()._file(message)
 
     async def _store(self, inbounds: Sequence[Inbound]) -> None:
+        started = time.perf_counter()
+        bulk_busy = self._in_progress > len(inbounds)  # another batch is being stored in this process meanwhile
         async with self.rt.database.unit_of_work() as session:
             outcomes = await ingest_batch(session, self.rt, inbounds)
         now = time.perf_counter()
@@ -327,6 +339,8 @@ class CountingGateway(MqttGateway):
                     self.stored += 1
                 if accepted.event_id.startswith(self.watch_prefix):
                     self.committed_at[accepted.event_id] = now
+                    self.stored_from[accepted.event_id] = started
+                    self.beside_bulk[accepted.event_id] = bulk_busy
         if self.target and self.stored >= self.target:
             self.reached.set()
 
@@ -414,11 +428,22 @@ async def sos_latency(gateway: CountingGateway, rt: Runtime, url: str, telemetry
         alarms = {a.source_event_id: a for a in (await s.scalars(select(Alarm).where(Alarm.type == "sos"))).all()}
         offers = int(await s.scalar(text("SELECT count(*) FROM offers")) or 0)
     committed = [gateway.committed_at[e] - t for e, t in published.items() if e in gateway.committed_at]
+    timed = [e for e in published if e in gateway.committed_at and e in gateway.arrived_at]
+    stages = {
+        "publish → the gateway's paho callback": [gateway.arrived_at[e] - published[e] for e in timed],
+        "→ its transaction starts (urgent queue)": [gateway.stored_from[e] - gateway.arrived_at[e] for e in timed],
+        "→ committed (the SOS transaction)": [gateway.committed_at[e] - gateway.stored_from[e] for e in timed],
+        "committed, a telemetry batch being stored beside": [gateway.committed_at[e] - published[e] for e in timed
+                                                            if gateway.beside_bulk[e]],
+        "committed, no telemetry batch beside": [gateway.committed_at[e] - published[e] for e in timed
+                                                if not gateway.beside_bulk[e]],
+    }
     first_offer = [offer_seen[str(alarms[e].order_id)] - t for e, t in published.items()
                    if e in alarms and alarms[e].order_id and str(alarms[e].order_id) in offer_seen]
     return {"sos": len(sos), "alarms": len(alarms), "with_order": sum(1 for a in alarms.values() if a.order_id),
             "offers": offers, "committed": summary_ms(committed) if committed else None,
             "first_offer": summary_ms(first_offer) if first_offer else None,
+            "stages": {name: summary_ms(values) for name, values in stages.items() if values},
             "telemetry_rate": sent_background / max(window, 1e-9)}
 
 
@@ -485,6 +510,10 @@ async def main(args: argparse.Namespace) -> int:
             rows.append([name, str(s["n"]), f"{s['p50']:.1f}", f"{s['p90']:.1f}", f"{s['p99']:.1f}",
                          f"{s['max']:.1f}"])
     print(table(["SOS latency (ms)", "n", "p50", "p90", "p99", "max"], rows))
+    print("\nwhere it went (ms)")
+    print(table(["stage", "n", "p50", "p90", "p99", "max"], [
+        [name, str(s["n"]), f"{s['p50']:.1f}", f"{s['p90']:.1f}", f"{s['p99']:.1f}", f"{s['max']:.1f}"]
+        for name, s in latency["stages"].items()]))
     print("\n" + json.dumps({"raw_rate": round(raw["rate"]), "ingest_rate": round(ingest["rate"]),
                              "ratio": round(ratio, 3), "sos": latency}, default=str))
     return 0

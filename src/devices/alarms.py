@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from prometheus_client import Counter
-from sqlalchemy import literal_column, select, text
+from sqlalchemy import bindparam, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from devices.models import Alarm
 from kernel.audit import Actor, SystemActor, record_audit
@@ -55,6 +56,7 @@ class Trigger:
     source_event_id: str | None = None
     device_ts: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    home: tuple[float, float] | None = None  # the elder's home (lat, lon) when the caller already read it
 
 
 def position(alarm: Alarm) -> tuple[float | None, float | None]:
@@ -93,6 +95,34 @@ def _emit(session: AsyncSession, rt: Runtime, alarm: Alarm, verb: str) -> None:
     emit(session, rt.clock, f"devices.alarm.{verb}", str(alarm.id), payload(alarm))
 
 
+_RAISED_COLUMNS = ("id", "elder_id", "device_id", "region_code", "type", "severity", "status", "open_key", "source",
+                   "source_event_id", "details", "count", "raised_at", "received_at", "device_ts", "last_at",
+                   "escalation_level", "next_escalation_at")
+
+
+def _open_statement(count_repeats: bool) -> ReturningInsert[Alarm, bool]:
+    """INSERT … ON CONFLICT on the one-open-alarm index, answering the row and whether it is new; built once (the
+    statement costs more CPU to construct than to run, and an SOS should not pay for that)."""
+    table = Alarm.__table__
+    insert = pg_insert(Alarm).values({name: bindparam(name) for name in _RAISED_COLUMNS})
+    # the partial index's predicate as a literal: PostgreSQL cannot match a bound parameter to it
+    elements, where = [table.c.type, table.c.open_key], text("status <> 'resolved'")
+    if count_repeats:
+        statement = insert.on_conflict_do_update(index_elements=elements, index_where=where,
+                                                 set_={"count": table.c.count + 1, "last_at": insert.excluded.last_at})
+    else:
+        statement = insert.on_conflict_do_nothing(index_elements=elements, index_where=where)
+    return statement.returning(Alarm, literal_column("(xmax = 0)").label("created"))
+
+
+_OPEN_OR_COUNT = _open_statement(count_repeats=True)
+_OPEN_ONCE = _open_statement(count_repeats=False)  # device_offline: supervision asks again and again
+# one emergency response per elder at a time: a fall right after an SOS joins the order already out
+_EMERGENCY_UNDER_WAY = select(Order.id).where(
+    Order.elder_id == bindparam("elder_id"), Order.service_code == EMERGENCY,
+    Order.status.not_in(("completed", "confirmed", "cancelled"))).limit(1)
+
+
 async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, actor: Actor = DEVICES
                       ) -> tuple[Alarm, bool]:
     """Open an alarm, or count a repeat into the open one of the same (elder, type). Answers (alarm, created).
@@ -102,24 +132,15 @@ async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, a
     severity = SEVERITY[trigger.type]
     open_key = trigger.device_id if trigger.type == "device_offline" and trigger.device_id else str(trigger.elder_id)
     escalate_at = trigger.received_at + rt.settings.devices.escalate_after if severity in ESCALATING else None
-    table = Alarm.__table__
     details = {**trigger.details, "position": await _trigger_position(session, trigger)}
-    insert = pg_insert(Alarm).values(
-        id=uuid.uuid4(), elder_id=trigger.elder_id, device_id=trigger.device_id, region_code=trigger.region_code,
-        type=trigger.type, severity=severity, status="open", open_key=open_key, source=trigger.source,
-        source_event_id=trigger.source_event_id, details=details, count=1, raised_at=now,
-        received_at=trigger.received_at, device_ts=trigger.device_ts, last_at=now, escalation_level=0,
-        next_escalation_at=escalate_at)
-    # the partial index's predicate as a literal: PostgreSQL cannot match a bound parameter to it
-    elements, where = [table.c.type, table.c.open_key], text("status <> 'resolved'")
-    if trigger.type == "device_offline":
-        statement = insert.on_conflict_do_nothing(index_elements=elements, index_where=where)
-    else:
-        statement = insert.on_conflict_do_update(index_elements=elements, index_where=where,
-                                                 set_={"count": table.c.count + 1, "last_at": now})
-    row: Any = (await session.execute(
-        statement.returning(Alarm, literal_column("(xmax = 0)").label("created")),
-        execution_options={"populate_existing": True})).first()
+    statement = _OPEN_ONCE if trigger.type == "device_offline" else _OPEN_OR_COUNT
+    row: Any = (await session.execute(statement, {
+        "id": uuid.uuid4(), "elder_id": trigger.elder_id, "device_id": trigger.device_id,
+        "region_code": trigger.region_code, "type": trigger.type, "severity": severity, "status": "open",
+        "open_key": open_key, "source": trigger.source, "source_event_id": trigger.source_event_id,
+        "details": details, "count": 1, "raised_at": now, "received_at": trigger.received_at,
+        "device_ts": trigger.device_ts, "last_at": now, "escalation_level": 0, "next_escalation_at": escalate_at,
+    }, execution_options={"populate_existing": True})).first()
     if row is None:  # device_offline already open
         existing = await session.scalar(select(Alarm).where(
             Alarm.type == trigger.type, Alarm.open_key == open_key, Alarm.status != "resolved"))
@@ -133,12 +154,9 @@ async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, a
     RAISED.labels(trigger.type, severity).inc()
     await record_audit(session, rt.clock, actor, "alarm.raise", "alarm", alarm.id, {
         "type": alarm.type, "severity": severity, "elder_id": str(alarm.elder_id), "device_id": alarm.device_id,
-        "source": trigger.source})
+        "source": trigger.source}, region_code=alarm.region_code)
     if severity == "critical":
-        # one emergency response per elder at a time: a fall right after an SOS joins the order already out
-        alarm.order_id = await session.scalar(select(Order.id).where(
-            Order.elder_id == alarm.elder_id, Order.service_code == EMERGENCY,
-            Order.status.not_in(("completed", "confirmed", "cancelled"))).limit(1))
+        alarm.order_id = await session.scalar(_EMERGENCY_UNDER_WAY, {"elder_id": alarm.elder_id})
         if alarm.order_id is None:
             channel: Literal["device", "app", "hotline"] = "device" if trigger.source in ("device", "system") \
                 else trigger.source  # type: ignore[assignment]
@@ -153,6 +171,8 @@ async def _trigger_position(session: AsyncSession, trigger: Trigger) -> dict[str
     lat, lon = trigger.details.get("lat"), trigger.details.get("lon")
     if isinstance(lat, int | float) and isinstance(lon, int | float):
         return {"lat": float(lat), "lon": float(lon), "from": "event"}
+    if trigger.home is not None:
+        return {"lat": trigger.home[0], "lon": trigger.home[1], "from": "home"}
     home = (await session.execute(select(Elder.lat, Elder.lon).where(Elder.id == trigger.elder_id))).first()
     return None if home is None else {"lat": home.lat, "lon": home.lon, "from": "home"}
 

@@ -77,7 +77,9 @@ class DeviceState:
     last_seq: int | None
     seq_missed: int
     buttons: dict[str, str]
+    home: tuple[float, float]  # the elder's (lat, lon): where an alarm without a position of its own is shown
     offline_alarm: bool = False  # an open device_offline alarm, which any event from the device resolves
+    battery_out: bool = False  # its low-battery watch is in a low streak (a good reading must reset it)
     seen_at: datetime | None = None
     battery: tuple[datetime, int] | None = None  # (event ts, percent) of the newest event that carried one
     touched: bool = False
@@ -108,19 +110,35 @@ def track_sequence(last_seq: int | None, missed: int, seq: int) -> tuple[int, in
     return last_seq, max(0, missed - 1), 0
 
 
+# the batch statements are parsed once: `text()` scans its SQL for parameters on every construction
+_LOCK_DEVICES = text(
+    "SELECT d.device_id, d.elder_id, e.region_code, e.lat, e.lon, d.status, d.last_seq, d.seq_missed, d.buttons, "
+    "EXISTS (SELECT 1 FROM alarms a WHERE a.type = 'device_offline' AND a.open_key = d.device_id "
+    "AND a.status <> 'resolved') AS offline_alarm, "
+    "EXISTS (SELECT 1 FROM device_rule_watch w WHERE w.elder_id = d.elder_id "
+    "AND w.rule = left('battery:' || d.device_id, 80) AND (w.out_since IS NOT NULL OR w.alarmed)) AS battery_out "
+    "FROM devices d JOIN elders e ON e.id = d.elder_id WHERE d.device_id = ANY(CAST(:ids AS varchar[])) "
+    "ORDER BY d.device_id FOR UPDATE OF d")
+
+
 async def _lock_devices(session: AsyncSession, device_ids: set[str]) -> dict[str, DeviceState]:
     if not device_ids:
         return {}
-    rows = await session.execute(text(
-        "SELECT d.device_id, d.elder_id, e.region_code, d.status, d.last_seq, d.seq_missed, d.buttons, "
-        "EXISTS (SELECT 1 FROM alarms a WHERE a.type = 'device_offline' AND a.open_key = d.device_id "
-        "AND a.status <> 'resolved') AS offline_alarm "
-        "FROM devices d JOIN elders e ON e.id = d.elder_id WHERE d.device_id = ANY(CAST(:ids AS varchar[])) "
-        "ORDER BY d.device_id FOR UPDATE OF d"), {"ids": sorted(device_ids)})
+    rows = await session.execute(_LOCK_DEVICES, {"ids": sorted(device_ids)})
     return {r.device_id: DeviceState(device_id=r.device_id, elder_id=r.elder_id, region_code=r.region_code,
                                      status=r.status, last_seq=r.last_seq, seq_missed=r.seq_missed,
-                                     buttons=dict(r.buttons or {}), offline_alarm=r.offline_alarm)
+                                     buttons=dict(r.buttons or {}), home=(r.lat, r.lon),
+                                     offline_alarm=r.offline_alarm, battery_out=r.battery_out)
             for r in rows}
+
+
+_INSERT_KEYS = text(
+    "WITH ins AS (INSERT INTO device_event_keys (device_id, event_id, payload_hash, received_at) "
+    "SELECT * FROM unnest(CAST(:d AS varchar[]), CAST(:e AS varchar[]), CAST(:h AS varchar[]), "
+    "CAST(:r AS timestamptz[])) ON CONFLICT DO NOTHING RETURNING device_id, event_id, payload_hash) "
+    "SELECT ins.device_id, ins.event_id, ins.payload_hash, EXISTS (SELECT 1 FROM device_event_keys k "
+    "WHERE k.device_id = ins.device_id AND k.event_id = ins.event_id AND k.payload_hash <> ins.payload_hash) "
+    "FROM ins")
 
 
 async def _insert_keys(session: AsyncSession, keys: list[tuple[str, str, str]], received: list[datetime]
@@ -129,14 +147,8 @@ async def _insert_keys(session: AsyncSession, keys: list[tuple[str, str, str]], 
     with another payload (a device reused an event id) — one round trip."""
     if not keys:
         return set(), set()
-    result = await session.execute(text(
-        "WITH ins AS (INSERT INTO device_event_keys (device_id, event_id, payload_hash, received_at) "
-        "SELECT * FROM unnest(CAST(:d AS varchar[]), CAST(:e AS varchar[]), CAST(:h AS varchar[]), "
-        "CAST(:r AS timestamptz[])) ON CONFLICT DO NOTHING RETURNING device_id, event_id, payload_hash) "
-        "SELECT ins.device_id, ins.event_id, ins.payload_hash, EXISTS (SELECT 1 FROM device_event_keys k "
-        "WHERE k.device_id = ins.device_id AND k.event_id = ins.event_id AND k.payload_hash <> ins.payload_hash) "
-        "FROM ins"),
-        {"d": [k[0] for k in keys], "e": [k[1] for k in keys], "h": [k[2] for k in keys], "r": received})
+    result = await session.execute(_INSERT_KEYS, {"d": [k[0] for k in keys], "e": [k[1] for k in keys],
+                                                  "h": [k[2] for k in keys], "r": received})
     inserted, reused = set(), set()
     for device_id, event_id, payload_hash, other in result:
         inserted.add((device_id, event_id, payload_hash))
@@ -166,19 +178,22 @@ async def _store_events(session: AsyncSession, cipher: FieldCipher, events: list
     await raw.copy_records_to_table("device_events", records=records, columns=EVENT_COLUMNS)
 
 
+_UPDATE_DEVICES = text(
+    "UPDATE devices AS d SET last_seen_at = GREATEST(d.last_seen_at, u.seen), "
+    "battery = COALESCE(u.battery, d.battery), last_seq = u.last_seq, seq_missed = u.missed "
+    "FROM unnest(CAST(:d AS varchar[]), CAST(:seen AS timestamptz[]), CAST(:b AS smallint[]), "
+    "CAST(:s AS bigint[]), CAST(:m AS bigint[])) AS u(device_id, seen, battery, last_seq, missed) "
+    "WHERE d.device_id = u.device_id")
+
+
 async def _update_devices(session: AsyncSession, devices: list[DeviceState]) -> None:
     touched = [d for d in devices if d.touched]
     if not touched:
         return
-    await session.execute(text(
-        "UPDATE devices AS d SET last_seen_at = GREATEST(d.last_seen_at, u.seen), "
-        "battery = COALESCE(u.battery, d.battery), last_seq = u.last_seq, seq_missed = u.missed "
-        "FROM unnest(CAST(:d AS varchar[]), CAST(:seen AS timestamptz[]), CAST(:b AS smallint[]), "
-        "CAST(:s AS bigint[]), CAST(:m AS bigint[])) AS u(device_id, seen, battery, last_seq, missed) "
-        "WHERE d.device_id = u.device_id"),
-        {"d": [x.device_id for x in touched], "seen": [x.seen_at for x in touched],
-         "b": [x.battery[1] if x.battery else None for x in touched], "s": [x.last_seq for x in touched],
-         "m": [x.seq_missed for x in touched]})
+    await session.execute(_UPDATE_DEVICES, {
+        "d": [x.device_id for x in touched], "seen": [x.seen_at for x in touched],
+        "b": [x.battery[1] if x.battery else None for x in touched], "s": [x.last_seq for x in touched],
+        "m": [x.seq_missed for x in touched]})
 
 
 def dead_letter_row(message: Inbound, rejection: Rejection, region_code: str | None) -> dict[str, object]:

@@ -98,7 +98,7 @@ async def _critical(session: AsyncSession, rt: Runtime, item: NewEvent) -> None:
     await alarms.raise_alarm(session, rt, alarms.Trigger(
         elder_id=item.device.elder_id, region_code=item.device.region_code, type=event.type,  # type: ignore[arg-type]
         source="device", received_at=item.received_at, device_id=item.device.device_id,
-        source_event_id=event.event_id, device_ts=event.ts, details=details))
+        source_event_id=event.event_id, device_ts=event.ts, details=details, home=item.device.home))
 
 
 async def _call(session: AsyncSession, rt: Runtime, item: NewEvent) -> None:

@@ -110,8 +110,10 @@ async def evaluate(session: AsyncSession, rt: Runtime, events: Sequence[NewEvent
                                 settings.get(item.device.elder_id), threshold):
             planned.append((item, check))
     for item in newest_battery.values():
+        # a good reading of a device whose watch is not in a low streak changes nothing: no state to read
         planned += [(item, check) for check in checks_for("battery", None, None, None, item.event.battery,
-                                                          item.device.device_id, None, threshold)]
+                                                          item.device.device_id, None, threshold)
+                    if check.out or item.device.battery_out]
     if not planned:
         return
     keys = {(item.device.elder_id, check.rule) for item, check in planned}
@@ -132,7 +134,7 @@ async def evaluate(session: AsyncSession, rt: Runtime, events: Sequence[NewEvent
                 elder_id=item.device.elder_id, region_code=item.device.region_code, type=check.alarm_type,
                 source="device", received_at=item.received_at, device_id=item.device.device_id,
                 source_event_id=item.event.event_id, device_ts=item.event.ts,
-                details={**check.details, "out_since": since.isoformat()}))
+                details={**check.details, "out_since": since.isoformat()}, home=item.device.home))
     if changed:
         rows = [{"elder_id": elder_id, "rule": rule, "out_since": w.out_since, "last_ts": w.last_ts,
                  "alarmed": w.alarmed} for (elder_id, rule), w in changed.items()]

@@ -7,8 +7,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import service as billing
@@ -91,6 +92,24 @@ _COLUMNS = (Caregiver.id, Caregiver.organization_id, Caregiver.gender, Caregiver
             Caregiver.certificate_level, Caregiver.rating_sum, Caregiver.rating_count)
 
 
+def _caregivers_query(use_live: bool, by_organization: bool) -> Select[Any]:
+    """Active caregivers' matching columns: on duty among the GEOSEARCH's `ids`, or (future windows) all with a home
+    base; of the organisations `orgs` if given."""
+    columns = _COLUMNS if use_live else (*_COLUMNS, Caregiver.home_lat, Caregiver.home_lon, Caregiver.shifts)
+    query = select(*columns).where(Caregiver.active)
+    if use_live:
+        query = query.where(Caregiver.id == func.any(bindparam("ids")), Caregiver.on_duty)
+    else:
+        query = query.where(Caregiver.home_lat.is_not(None))
+    if by_organization:
+        query = query.where(Caregiver.organization_id == func.any(bindparam("orgs")))
+    return query
+
+
+# built once per shape: constructing a statement costs more CPU than running it (bench/sos_path.py)
+_CAREGIVERS = {(live, by_org): _caregivers_query(live, by_org) for live in (True, False) for by_org in (True, False)}
+
+
 async def find_candidates(session: AsyncSession, rt: Runtime, order: Order, *,
                           exclude: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset(),
                           live_positions: bool | None = None) -> Ranked:
@@ -112,15 +131,10 @@ async def find_candidates(session: AsyncSession, rt: Runtime, order: Order, *,
     orgs = await serving_organizations(session, order, rt.clock.now())
     if orgs == set():
         return Ranked(order.id, elder, need, [], 0)
-    columns = _COLUMNS if use_live else (*_COLUMNS, Caregiver.home_lat, Caregiver.home_lon, Caregiver.shifts)
-    query = select(*columns).where(Caregiver.active)
-    if use_live:
-        query = query.where(Caregiver.id == func.any(list(distance)), Caregiver.on_duty)
-    else:
-        query = query.where(Caregiver.home_lat.is_not(None))
+    params = {"ids": list(distance)} if use_live else {}
     if orgs is not None:
-        query = query.where(Caregiver.organization_id == func.any(list(orgs)))
-    rows = (await session.execute(query)).all()
+        params["orgs"] = list(orgs)
+    rows = (await session.execute(_CAREGIVERS[(use_live, orgs is not None)], params)).all()
     considered = len(rows)
     pool = []
     for row in rows:

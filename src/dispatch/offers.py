@@ -57,13 +57,16 @@ async def make_offer(session: AsyncSession, rt: Runtime, order: Order, caregiver
 
 
 async def dispatch_order(session: AsyncSession, rt: Runtime, order: Order, *,
-                         exclude: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset()) -> list[Offer]:
+                         exclude: set[uuid.UUID] | frozenset[uuid.UUID] = frozenset(), new: bool = False
+                         ) -> list[Offer]:
     """Offer the order to the best candidate not tried yet (urgent: the K best at once); nobody left → the
-    dispatcher's queue (`unfulfilled`)."""
+    dispatcher's queue (`unfulfilled`). `new`: the order was created in this transaction, so it has no offers."""
     if order.status in ("created", "unfulfilled"):
         await apply_event(session, rt, order, "dispatch", SYSTEM)
-    tried = await _offered_before(session, order.id) | set(exclude)
-    ranked = await find_candidates(session, rt, order, exclude=tried)
+    # an order dispatched by its own intake was never offered: nobody to leave out, and a query saved
+    tried = set(exclude) if new else await _offered_before(session, order.id) | set(exclude)
+    with session.no_autoflush:  # its reads need none of the pending rows: they go in with one flush below
+        ranked = await find_candidates(session, rt, order, exclude=tried)
     count = rt.settings.dispatch.urgent_k if order.priority == "urgent" else 1
     best = ranked.ranked[:count]
     if not best:

@@ -109,9 +109,11 @@ async def record_audit(
 ) -> None:
     """Add an audit row to the caller's transaction. `summary` holds ids, codes and masked values only.
 
-    Pending rows are flushed first, so the insert trigger that resolves the row's region finds the entity it names
-    even when the entity was created in this same transaction."""
-    await session.flush()
+    Without `region_code`, pending rows are flushed first, so the insert trigger that resolves the row's region
+    finds the entity it names even when the entity was created in this same transaction. A caller that knows the
+    region passes it and saves that flush (the row then goes in with the caller's next one, in its order)."""
+    if region_code is None:
+        await session.flush()
     session.add(
         AuditEntry(
             at=clock.now(),

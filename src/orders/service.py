@@ -104,7 +104,7 @@ async def create_order(session: AsyncSession, rt: Runtime, actor: Actor, intake:
     body it is 409 `idempotency_conflict`. Concurrent requests with one key are serialised by an advisory lock.
     """
     now = rt.clock.now()
-    fingerprint = intake.fingerprint()
+    fingerprint = intake.fingerprint() if idempotency_key is not None else ""
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 200:
             raise Unprocessable("Idempotency-Key must be 1-200 characters", code="invalid_idempotency_key")
@@ -141,7 +141,7 @@ async def create_order(session: AsyncSession, rt: Runtime, actor: Actor, intake:
     )
     order.copay_fen = order.price_fen
     session.add(order)
-    await session.flush()
+    await session.flush()  # rows that name the order (its events, offers, the quota ledger) go in after it
     if service.code != EMERGENCY:  # emergencies are free and never draw quota (decisions §3)
         quote = await billing.quote_and_reserve(session, rt.clock, order)
         order.quota_fen, order.copay_fen, order.program_id = quote.quota_fen, quote.copay_fen, quote.program_id
@@ -157,15 +157,14 @@ async def create_order(session: AsyncSession, rt: Runtime, actor: Actor, intake:
     await record_audit(session, rt.clock, actor, "order.create", "order", order.id, {
         "elder_id": str(elder.id), "service_code": service.code, "priority": priority, "channel": intake.channel,
         "price_fen": order.price_fen, "quota_fen": order.quota_fen, "scheduled": scheduled,
-    })
-    await session.flush()
+    }, region_code=order.region_code)
 
     from dispatch import offers  # dispatch calls back into orders for transitions: import at use
 
     if service.code == HOTLINE_CALLBACK:
         await apply_event(session, rt, order, "to_dispatcher", "system:dispatch", "hotline call-back")
     elif not scheduled:
-        await offers.dispatch_order(session, rt, order)
+        await offers.dispatch_order(session, rt, order, new=True)
     return order, True
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import service as billing
@@ -51,6 +51,17 @@ async def previous_caregivers(session: AsyncSession, elder_id: uuid.UUID, since:
     return set(rows.all())
 
 
+# Built once: constructing the expression costs more than running it (bench/sos_path.py); values are bound per call.
+_FACTS = select(
+    Visit.caregiver_id,
+    func.bool_or(and_(Visit.status.in_(LIVE), Visit.window_start < bindparam("end"),
+                      Visit.window_end > bindparam("start"))),
+    func.count().filter(Visit.status != "withdrawn", Visit.window_start >= bindparam("day_start"),
+                        Visit.window_start < bindparam("day_end")),
+    func.bool_or(and_(Visit.elder_id == bindparam("elder_id"), Visit.check_out_at >= bindparam("served_since"))),
+).where(Visit.caregiver_id == func.any(bindparam("ids"))).group_by(Visit.caregiver_id)
+
+
 async def caregiver_facts(session: AsyncSession, ids: Iterable[uuid.UUID], *, start: datetime, end: datetime,
                           day_start: datetime, day_end: datetime, elder_id: uuid.UUID, served_since: datetime
                           ) -> dict[uuid.UUID, tuple[bool, int, bool]]:
@@ -58,12 +69,8 @@ async def caregiver_facts(session: AsyncSession, ids: Iterable[uuid.UUID], *, st
     ids = list(ids)
     if not ids:
         return {}
-    busy = func.bool_or(and_(Visit.status.in_(LIVE), Visit.window_start < end, Visit.window_end > start))
-    today = func.count().filter(Visit.status != "withdrawn", Visit.window_start >= day_start,
-                                Visit.window_start < day_end)
-    served = func.bool_or(and_(Visit.elder_id == elder_id, Visit.check_out_at >= served_since))
-    rows = await session.execute(select(Visit.caregiver_id, busy, today, served)
-                                 .where(Visit.caregiver_id == func.any(ids)).group_by(Visit.caregiver_id))
+    rows = await session.execute(_FACTS, {"ids": ids, "start": start, "end": end, "day_start": day_start,
+                                          "day_end": day_end, "elder_id": elder_id, "served_since": served_since})
     return {cid: (bool(b), int(n), bool(s)) for cid, b, n, s in rows.all()}
 
 
