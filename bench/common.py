@@ -117,6 +117,7 @@ class GcPauses:
     def __init__(self) -> None:
         self.total = 0.0
         self.gen2: list[float] = []
+        self.gen2_spans: list[tuple[float, float]] = []  # (start, end) in perf_counter seconds
         self._start = 0.0
         gc.callbacks.append(self._callback)
 
@@ -128,6 +129,7 @@ class GcPauses:
         self.total += pause
         if info["generation"] == 2:
             self.gen2.append(pause)
+            self.gen2_spans.append((self._start, self._start + pause))
 
     def close(self) -> None:
         gc.callbacks.remove(self._callback)

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import paho.mqtt.client as mqtt
 from common import (
+    GcPauses,
     Progress,
     bench_settings,
     drop_redis_keys,
@@ -318,6 +319,7 @@ class CountingGateway(MqttGateway):
         # where a watched event's time went: arrival from paho, start of its transaction, a bulk batch beside it
         self.arrived_at: dict[str, float] = {}
         self.stored_from: dict[str, float] = {}
+        self.commit_from: dict[str, float] = {}
         self.beside_bulk: dict[str, bool] = {}
 
     def _file(self, message: Any) -> None:
@@ -331,6 +333,7 @@ class CountingGateway(MqttGateway):
         bulk_busy = self._in_progress > len(inbounds)  # another batch is being stored in this process meanwhile
         async with self.rt.database.unit_of_work() as session:
             outcomes = await ingest_batch(session, self.rt, inbounds)
+            committing = time.perf_counter()
         now = time.perf_counter()
         self.last_commit = now
         for outcome in outcomes:
@@ -340,6 +343,7 @@ class CountingGateway(MqttGateway):
                 if accepted.event_id.startswith(self.watch_prefix):
                     self.committed_at[accepted.event_id] = now
                     self.stored_from[accepted.event_id] = started
+                    self.commit_from[accepted.event_id] = committing
                     self.beside_bulk[accepted.event_id] = bulk_busy
         if self.target and self.stored >= self.target:
             self.reached.set()
@@ -390,6 +394,7 @@ async def sos_latency(gateway: CountingGateway, rt: Runtime, url: str, telemetry
                         offer_seen.setdefault(order_id, now)
 
     reader = asyncio.create_task(read_stream())
+    pauses = GcPauses()
     # the devices go on numbering where the burst stopped: no seq gap is reported
     background = Devices(url, telemetry, "telemetry", rate, first_seq=gateway.target // len(telemetry) + 1)
     published: dict[str, float] = {}
@@ -424,6 +429,7 @@ async def sos_latency(gateway: CountingGateway, rt: Runtime, url: str, telemetry
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+        pauses.close()
     async with rt.database.unit_of_work() as s:
         alarms = {a.source_event_id: a for a in (await s.scalars(select(Alarm).where(Alarm.type == "sos"))).all()}
         offers = int(await s.scalar(text("SELECT count(*) FROM offers")) or 0)
@@ -432,7 +438,8 @@ async def sos_latency(gateway: CountingGateway, rt: Runtime, url: str, telemetry
     stages = {
         "publish → the gateway's paho callback": [gateway.arrived_at[e] - published[e] for e in timed],
         "→ its transaction starts (urgent queue)": [gateway.stored_from[e] - gateway.arrived_at[e] for e in timed],
-        "→ committed (the SOS transaction)": [gateway.committed_at[e] - gateway.stored_from[e] for e in timed],
+        "→ its statements sent (ingest_batch)": [gateway.commit_from[e] - gateway.stored_from[e] for e in timed],
+        "→ committed (COMMIT, the WAL flushed)": [gateway.committed_at[e] - gateway.commit_from[e] for e in timed],
         "committed, a telemetry batch being stored beside": [gateway.committed_at[e] - published[e] for e in timed
                                                             if gateway.beside_bulk[e]],
         "committed, no telemetry batch beside": [gateway.committed_at[e] - published[e] for e in timed
@@ -440,7 +447,14 @@ async def sos_latency(gateway: CountingGateway, rt: Runtime, url: str, telemetry
     }
     first_offer = [offer_seen[str(alarms[e].order_id)] - t for e, t in published.items()
                    if e in alarms and alarms[e].order_id and str(alarms[e].order_id) in offer_seen]
-    return {"sos": len(sos), "alarms": len(alarms), "with_order": sum(1 for a in alarms.values() if a.order_id),
+    in_gc = [e for e in timed if any(a < gateway.committed_at[e] and b > gateway.stored_from[e]
+                                     for a, b in pauses.gen2_spans)]
+    gc_note = {"gen2_collections": len(pauses.gen2), "gen2_max_ms": max(pauses.gen2, default=0.0) * 1e3,
+               "gc_total_ms": pauses.total * 1e3, "sos_during_gen2": len(in_gc),
+               "sos_during_gen2_ms": sorted(round((gateway.committed_at[e] - published[e]) * 1e3, 1)
+                                            for e in in_gc)}
+    return {"sos": len(sos), "alarms": len(alarms), "gc": gc_note,
+            "with_order": sum(1 for a in alarms.values() if a.order_id),
             "offers": offers, "committed": summary_ms(committed) if committed else None,
             "first_offer": summary_ms(first_offer) if first_offer else None,
             "stages": {name: summary_ms(values) for name, values in stages.items() if values},
@@ -510,6 +524,10 @@ async def main(args: argparse.Namespace) -> int:
             rows.append([name, str(s["n"]), f"{s['p50']:.1f}", f"{s['p90']:.1f}", f"{s['p99']:.1f}",
                          f"{s['max']:.1f}"])
     print(table(["SOS latency (ms)", "n", "p50", "p90", "p99", "max"], rows))
+    g = latency["gc"]
+    print(f"\ngarbage collector during the SOS phase: {g['gen2_collections']} full collections (max "
+          f"{g['gen2_max_ms']:.1f} ms), {g['gc_total_ms']:.0f} ms in all; {g['sos_during_gen2']} SOS transactions "
+          f"overlapped a full collection {g['sos_during_gen2_ms']}")
     print("\nwhere it went (ms)")
     print(table(["stage", "n", "p50", "p90", "p99", "max"], [
         [name, str(s["n"]), f"{s['p50']:.1f}", f"{s['p90']:.1f}", f"{s['p99']:.1f}", f"{s['max']:.1f}"]

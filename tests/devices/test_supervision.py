@@ -186,6 +186,29 @@ async def test_low_battery_raises_an_info_alarm_that_does_not_escalate(band: Wri
     assert alarm.type == "low_battery" and alarm.severity == "info" and alarm.next_escalation_at is None
 
 
+async def test_a_good_battery_reading_ends_the_low_streak_and_the_next_low_one_alarms_again(band: Wristband) -> None:
+    """Readings above the threshold skip the watch query unless the device is in a low streak: the first good one
+    after a streak must still reset it, or the next low reading would be taken for the same streak."""
+
+    async def watch() -> tuple[object, object]:
+        async with band.rt.database.unit_of_work() as s:
+            row = (await s.execute(text(
+                "SELECT out_since, alarmed FROM device_rule_watch WHERE elder_id = :e AND rule = :r"),
+                {"e": band.elder.id, "r": f"battery:{band.device_id}"})).first()
+        return (row.out_since, row.alarmed) if row is not None else (None, None)
+
+    await band.send("heartbeat", battery=80)
+    assert await watch() == (None, None)  # nothing to remember about a good battery
+    await band.send("heartbeat", battery=12)
+    assert (await watch())[1] is True
+    await band.send("heartbeat", battery=85)
+    assert await watch() == (None, False)
+    await band.send("heartbeat", battery=90)
+    await band.send("heartbeat", battery=9)
+    [alarm] = await band.alarms(type="low_battery")
+    assert alarm.count == 2  # a second streak, folded into the alarm still open
+
+
 async def test_monitoring_settings_reach_the_devices_as_a_config_command(band: Wristband) -> None:
     await monitor(band.client, band.rt, band.elder, {"heartbeat_s": 120})
     async with band.rt.database.unit_of_work() as s:
