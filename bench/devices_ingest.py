@@ -40,7 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,8 @@ async def seed(rt: Runtime, devices: int, sos_elders: int, caregivers: int, prog
         for index in range(devices + sos_elders):
             lat, lon = offset(*XINI_TOWN, north_m=(index % 20) * 150 - 1500, east_m=(index // 20) * 150 - 1500)
             elder = await create_elder(s, rt.clock, rt.cipher, access,
-                                       ElderCreate.model_validate(elder_payload(lat=lat, lon=lon)))
+                                       ElderCreate.model_validate(elder_payload(
+                                           lat=lat, lon=lon, birth_date=date(1940 + index // 400, 3, 2))))
             kind, prefix = ("wristband", "wb") if index < devices else ("call_button", "btn")
             device, token = await register_device(s, rt.clock, rt.cipher, access, DeviceCreate(
                 device_id=f"bench-{prefix}-{index:05d}", kind=kind, elder_id=str(elder.id)))  # type: ignore[arg-type]
