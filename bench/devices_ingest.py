@@ -17,7 +17,9 @@ paho client per device (its own id and token), QoS 1, up to 1,000 in flight, spr
 3. SOS latency: telemetry flows at `--telemetry-rate` events/s while `--sos` elders press SOS, one every 100 ms.
    For each: publish → alarm, urgent emergency order and offers to the 3 nearest on-duty caregivers committed
    (and acknowledged), and publish → the first `dispatch.offer.created` read back from the Redis stream the console
-   listens to (the outbox relay, woken by the urgent commit). 20 caregivers are on duty around 锡尼镇.
+   listens to (the outbox relay, woken by the urgent commit). 20 caregivers are on duty around 锡尼镇. Each SOS's
+   time is also split into stages (publish → the gateway's paho callback → its transaction starts → its statements
+   sent → committed), and full garbage collections during the phase are counted.
 
 Everything shares this machine's cores: publishers, Mosquitto, the gateway, PostgreSQL and Redis.
 """
