@@ -331,11 +331,11 @@ class CountingGateway(MqttGateway):
                 self.arrived_at[json.loads(message.payload)["event_id"]] = time.perf_counter()
         super()._file(message)
 
-    async def _store(self, inbounds: Sequence[Inbound]) -> None:
+    async def _store(self, inbounds: Sequence[Inbound], *, urgent: bool = False) -> None:
         started = time.perf_counter()
         bulk_busy = self._in_progress > len(inbounds)  # another batch is being stored in this process meanwhile
         async with self.rt.database.unit_of_work() as session:
-            outcomes = await ingest_batch(session, self.rt, inbounds)
+            outcomes = await ingest_batch(session, self.rt, inbounds, give_way=None if urgent else self.give_way)
             committing = time.perf_counter()
         now = time.perf_counter()
         self.last_commit = now

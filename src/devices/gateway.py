@@ -58,12 +58,15 @@ log = logging.getLogger("vnh.devices.gateway")
 MESSAGES = Counter("vnh_mqtt_messages_total", "MQTT messages received by the ingest", ["queue"])
 ACKED = Counter("vnh_mqtt_acknowledged_total", "MQTT messages acknowledged after their batch committed")
 RETRIES = Counter("vnh_mqtt_batch_retries_total", "Ingest batches retried", ["why"])
+GAVE_WAY_TIMEOUTS = Counter("vnh_mqtt_give_way_timeouts_total",
+                            "Telemetry batches that stopped waiting for an urgent batch after GIVE_WAY_MAX_S")
 QUEUED = Gauge("vnh_mqtt_ingest_queued", "Messages received and not yet committed", ["client_id"])
 CONNECTED = Gauge("vnh_mqtt_connected", "Whether the ingest is connected to the broker", ["client_id"])
 
 URGENT_MARKERS = tuple(f'"{t}"'.encode() for t in protocol.URGENT_TYPES)
 URGENT_BATCH = 50
 READ_BURST = 200
+GIVE_WAY_MAX_S = 0.25  # the longest a telemetry batch waits, mid-transaction, for an urgent one
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, TimeoutError)
 
 
@@ -107,6 +110,7 @@ class MqttGateway:
         self._disconnected = asyncio.Event()
         self._urgent_idle = asyncio.Event()
         self._urgent_idle.set()
+        self._urgent_devices: frozenset[str] = frozenset()  # the devices of the urgent batch being stored
         self.generation = 0
         self._urgent: asyncio.Queue[Received] = asyncio.Queue()
         self._bulk: asyncio.Queue[Received] = asyncio.Queue()
@@ -415,25 +419,43 @@ class MqttGateway:
                     break
             if urgent:
                 self._urgent_idle.clear()
+                self._urgent_devices = frozenset(item.inbound.device_id for item in batch)
             else:
                 await self._urgent_idle.wait()  # SOS first: telemetry waits while an urgent batch is being stored
             self._in_progress += len(batch)
             try:
-                await self._commit_batch(batch)
+                await self._commit_batch(batch, urgent=urgent)
                 if urgent and self.on_urgent_committed is not None:
                     self.on_urgent_committed()  # e.g. wake the outbox relay: the offers go out now, not at its poll
             finally:
                 self._in_progress -= len(batch)
+                if urgent:
+                    self._urgent_devices = frozenset()
                 if urgent and queue.empty():
                     self._urgent_idle.set()
                 for _ in batch:
                     queue.task_done()
 
-    async def _commit_batch(self, batch: list[Received]) -> None:
+    async def give_way(self, devices: set[str]) -> None:
+        """Called by a telemetry batch between its phases: while an urgent batch is being stored, wait for it, so an
+        SOS does not share the interpreter with telemetry work that began before it arrived.
+
+        Never waits for an urgent batch of one of its own devices (it may need the row this batch has locked), and
+        never longer than GIVE_WAY_MAX_S (an unforeseen lock between the two then costs that long, not a deadlock)."""
+        deadline = time.monotonic() + GIVE_WAY_MAX_S
+        while not self._urgent_idle.is_set() and not self._urgent_devices & devices:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                GAVE_WAY_TIMEOUTS.inc()
+                return
+            with contextlib.suppress(TimeoutError):  # look again at the devices of the next urgent batch
+                await asyncio.wait_for(self._urgent_idle.wait(), min(remaining, 0.01))
+
+    async def _commit_batch(self, batch: list[Received], *, urgent: bool = False) -> None:
         delay = 0.2
         while True:
             try:
-                await self._store([item.inbound for item in batch])
+                await self._store([item.inbound for item in batch], urgent=urgent)
                 self._ack(batch)
                 return
             except asyncio.CancelledError:
@@ -451,12 +473,12 @@ class MqttGateway:
                 RETRIES.labels("bisect").inc()
                 log.exception("ingest batch of %d failed; retrying its messages one by one", len(batch))
                 for item in batch:
-                    await self._commit_batch([item])
+                    await self._commit_batch([item], urgent=urgent)
                 return
 
-    async def _store(self, inbounds: Sequence[Inbound]) -> None:
+    async def _store(self, inbounds: Sequence[Inbound], *, urgent: bool = False) -> None:
         async with self.rt.database.unit_of_work() as session:
-            outcomes = await ingest_batch(session, self.rt, inbounds)
+            outcomes = await ingest_batch(session, self.rt, inbounds, give_way=None if urgent else self.give_way)
         returned = [m.device_id for m, o in zip(inbounds, outcomes, strict=True) if o.status and o.status.online]
         if returned and self.on_online is not None:
             self.on_online(returned)  # after the commit: their queued commands go out now

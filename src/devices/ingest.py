@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -214,17 +214,23 @@ async def store_dead_letters(session: AsyncSession, rows: list[dict[str, object]
             DEAD_LETTERS.labels(str(row["reason"])).inc()
 
 
-async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[Inbound]) -> list[MessageOutcome]:
+async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[Inbound], *,
+                       give_way: Callable[[set[str]], Awaitable[None]] | None = None) -> list[MessageOutcome]:
     """Validate, deduplicate, store and react to a batch of uplink messages; one outcome per message.
 
-    Flushes only: the caller commits, then acknowledges."""
+    `give_way(device ids)` is awaited between phases (before the devices are locked, and before the reactions,
+    when only this batch's device rows are locked): the gateway passes one to telemetry batches so that an SOS
+    arriving meanwhile is stored first. Flushes only: the caller commits, then acknowledges."""
     from devices import reactions
 
     with BATCH_SECONDS.time():
         max_bytes = rt.settings.devices.max_payload_bytes
         parsed = [[m.rejection] if m.rejection else protocol.parse_message(m.kind, m.payload, max_bytes)
                   for m in messages]
-        devices = await _lock_devices(session, {m.device_id for m in messages if m.rejection is None})
+        device_ids = {m.device_id for m in messages if m.rejection is None}
+        if give_way is not None:
+            await give_way(device_ids)
+        devices = await _lock_devices(session, device_ids)
         outcomes = [MessageOutcome() for _ in messages]
         dead: list[dict[str, object]] = []
         candidates: list[tuple[int, DeviceState, DeviceEvent]] = []
@@ -298,6 +304,8 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
             stored[(new.event.type, new.channel)] = stored.get((new.event.type, new.channel), 0) + 1
         for (kind, channel), number in stored.items():
             EVENTS_STORED.labels(kind, channel).inc(number)
+        if give_way is not None:
+            await give_way(device_ids)  # now, not later: after the reactions this batch may hold elders' rows
         for device, status, received_at in statuses:
             await reactions.apply_status(session, rt, device, status, received_at)
         await reactions.react(session, rt, new_events)
