@@ -15,7 +15,8 @@ subscribed plainly, one instance. A graceful stop does not unsubscribe: the shar
 
 Flow: `on_message` files each message into one of two queues — SOS, fall, cancel and call go to the urgent queue,
 handled at once in small transactions ahead of telemetry (a telemetry batch does not start while an urgent one is
-being stored); everything else to the bulk queue, handled in batches of up to `devices.batch_size`. The socket is
+being stored, and one already under way waits for it between its phases: `give_way`); everything else to the bulk
+queue, handled in batches of up to `devices.batch_size`. The socket is
 read in bursts (paho's `loop_read` takes one packet), so batches fill and the event loop turns once per burst. A
 batch is validated and stored by `devices.ingest.ingest_batch` in one transaction; after the commit every message of
 the batch is acknowledged (PUBACK). If the database is unreachable the batch is retried, never acknowledged; if a
