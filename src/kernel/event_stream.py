@@ -1,0 +1,104 @@
+"""Live streams of committed domain events as server-sent events: the plumbing the console's feed and the caregiver
+app's stream share.
+
+Event ids are the outbox `stream_seq` the relay assigns in the order it sees commits, so a client that reconnects
+with `Last-Event-ID` gets everything after it replayed from PostgreSQL. The Redis stream the relay writes to is only
+the wake-up call: the events themselves always come from PostgreSQL, through a `Fetch` that says which of them the
+caller may see (the console filters by region, the caregiver app by caregiver).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+
+from kernel.outbox import OutboxEvent
+from kernel.runtime import Runtime
+
+# Two relays may commit their batches out of order; re-reading a short margin and skipping ids already sent
+# closes that gap.
+MARGIN = 50
+PAGE = 500
+# The relay writes to the Redis stream before its transaction commits, so a wake-up can come before the rows are
+# visible: the follower never waits longer than this before looking at PostgreSQL again.
+WAIT_MS = 1_000
+KEEP_ALIVE_EVERY = 15  # idle waits between keep-alives
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event of a stream; an empty `type` only advances the cursor (an event the caller may not see)."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+# The events with `stream_seq` greater than the argument, in `stream_seq` order, at most PAGE of them.
+Fetch = Callable[[int], Awaitable[list[FeedEvent]]]
+
+
+async def latest_seq(rt: Runtime) -> int:
+    async with rt.database.unit_of_work() as session:
+        return int(await session.scalar(select(func.coalesce(func.max(OutboxEvent.stream_seq), 0))) or 0)
+
+
+async def follow(rt: Runtime, fetch: Fetch, last_event_id: str | None) -> AsyncIterator[FeedEvent | None]:
+    """Events after `last_event_id` (or from now), forever; None now and then as a keep-alive."""
+    try:
+        last = int(last_event_id) if last_event_id else await latest_seq(rt)
+    except ValueError:
+        last = await latest_seq(rt)
+    last = max(0, last)
+    floor = last  # the client has everything up to here; the margin is only for commits seen out of order later
+    sent: deque[int] = deque(maxlen=4 * MARGIN)
+    stream = rt.redis_key(rt.settings.outbox.stream_key)
+    # redis-py types stream replies as unions of every shape; these calls answer [(id, fields), …]
+    newest: Any = await rt.redis.xrevrange(stream, count=1)
+    redis_id: bytes = newest[0][0] if newest else b"0-0"
+    idle = 0
+    while True:
+        for event in await fetch(max(0, last - MARGIN)):
+            last = max(last, event.id)
+            if event.id <= floor or event.id in sent:
+                continue
+            sent.append(event.id)
+            if event.type:
+                yield event
+        woke: Any = await rt.redis.xread({stream: redis_id}, count=PAGE, block=WAIT_MS)
+        if woke:
+            redis_id = woke[0][1][-1][0]
+            idle = 0
+        else:
+            idle += 1
+            if idle >= KEEP_ALIVE_EVERY:
+                idle = 0
+                yield None
+
+
+def encode(event: FeedEvent) -> str:
+    return json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_source(request: Request, events: AsyncIterator[FeedEvent | None]) -> EventSourceResponse:
+    """The SSE response of a followed stream: `id:` is the event's `stream_seq`, `event:` its type, keep-alive
+    comments while idle (proxies close silent connections), no buffering by a proxy in between."""
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            if await request.is_disconnected():
+                return
+            if event is None:
+                yield ServerSentEvent(comment="keep-alive")
+            else:
+                yield ServerSentEvent(data=encode(event), id=str(event.id), event=event.type)
+
+    return EventSourceResponse(frames(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                               send_timeout=30)
