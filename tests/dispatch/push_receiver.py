@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +18,7 @@ class PushReceiver:
         self.refused: list[tuple[dict[str, str], bytes]] = []
         self._refuse = refuse_first
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,6 +32,7 @@ class PushReceiver:
                         receiver.refused.append((headers, body))
                     else:
                         receiver.received.append((headers, body))
+                    receiver._arrived.notify_all()
                 self.send_response(503 if refuse else 200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", "2")
@@ -47,6 +50,12 @@ class PushReceiver:
     def pushes(self) -> list[dict[str, Any]]:
         with self._lock:
             return [json.loads(body) for _headers, body in self.received]
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> bool:
+        """Block (in a thread) until the received pushes satisfy `predicate`, at most `timeout` seconds."""
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: predicate([json.loads(body) for _headers, body in self.received]), timeout)
 
     def close(self) -> None:
         self.server.shutdown()
