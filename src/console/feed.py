@@ -48,4 +48,5 @@ async def events_after(rt: Runtime, access: Access, after: int) -> list[FeedEven
 
 def follow(rt: Runtime, access: Access, last_event_id: str | None) -> AsyncIterator[FeedEvent | None]:
     """The console's events after `last_event_id` (or from now), forever; None now and then as a keep-alive."""
-    return follow_stream(rt, lambda after: events_after(rt, access, after), last_event_id)
+    return follow_stream(rt, lambda after: events_after(rt, access, after), last_event_id,
+                         concerns=lambda event_type, payload: visible(access, event_type, payload))

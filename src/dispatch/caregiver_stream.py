@@ -101,5 +101,8 @@ async def follow_caregiver(rt: Runtime, caregiver_id: uuid.UUID, last_event_id: 
         start = await latest_seq(rt)
         yield FeedEvent(start, READY, {"type": READY, "last_event_id": start})
         last_event_id = str(start)
-    async for event in follow(rt, lambda after: events_after(rt, caregiver_id, after), last_event_id):
+    mine = str(caregiver_id)
+    async for event in follow(rt, lambda after: events_after(rt, caregiver_id, after), last_event_id,
+                              concerns=lambda event_type, payload: payload.get("caregiver_id") == mine
+                              and event_type.startswith(KINDS)):
         yield event

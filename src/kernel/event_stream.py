@@ -27,8 +27,11 @@ from kernel.runtime import Runtime
 MARGIN = 50
 PAGE = 500
 # The relay writes to the Redis stream before its transaction commits, so a wake-up can come before the rows are
-# visible: the follower never waits longer than this before looking at PostgreSQL again.
+# visible: after a wake-up that announced events for this stream, the follower looks at PostgreSQL again every
+# RECHECK_MS until they show (at most RECHECKS times); otherwise it never waits longer than WAIT_MS.
 WAIT_MS = 1_000
+RECHECK_MS = 50
+RECHECKS = 20
 KEEP_ALIVE_EVERY = 15  # idle waits between keep-alives
 
 
@@ -43,6 +46,21 @@ class FeedEvent:
 
 # The events with `stream_seq` greater than the argument, in `stream_seq` order, at most PAGE of them.
 Fetch = Callable[[int], Awaitable[list[FeedEvent]]]
+# Whether an event (type, payload) announced on the Redis stream is one that `Fetch` would return.
+Concerns = Callable[[str, dict[str, Any]], bool]
+
+
+def _announced(entries: Any, concerns: Concerns | None) -> int:
+    """The highest `stream_seq` among the Redis stream entries that concern this stream (0: none)."""
+    highest = 0
+    for _id, fields in entries:
+        try:
+            seq = int(fields[b"seq"])
+            if concerns is None or concerns(fields[b"type"].decode(), json.loads(fields[b"payload"])):
+                highest = max(highest, seq)
+        except (KeyError, ValueError, AttributeError):
+            continue
+    return highest
 
 
 async def latest_seq(rt: Runtime) -> int:
@@ -50,8 +68,10 @@ async def latest_seq(rt: Runtime) -> int:
         return int(await session.scalar(select(func.coalesce(func.max(OutboxEvent.stream_seq), 0))) or 0)
 
 
-async def follow(rt: Runtime, fetch: Fetch, last_event_id: str | None) -> AsyncIterator[FeedEvent | None]:
-    """Events after `last_event_id` (or from now), forever; None now and then as a keep-alive."""
+async def follow(rt: Runtime, fetch: Fetch, last_event_id: str | None, *, concerns: Concerns | None = None
+                 ) -> AsyncIterator[FeedEvent | None]:
+    """Events after `last_event_id` (or from now), forever; None now and then as a keep-alive. `concerns` tells
+    which wake-ups announce events of this stream (default: all of them)."""
     try:
         last = int(last_event_id) if last_event_id else await latest_seq(rt)
     except ValueError:
@@ -64,6 +84,7 @@ async def follow(rt: Runtime, fetch: Fetch, last_event_id: str | None) -> AsyncI
     newest: Any = await rt.redis.xrevrange(stream, count=1)
     redis_id: bytes = newest[0][0] if newest else b"0-0"
     idle = 0
+    announced, rechecks = 0, 0  # the newest event a wake-up announced for this stream; quick looks left for it
     while True:
         for event in await fetch(max(0, last - MARGIN)):
             last = max(last, event.id)
@@ -72,10 +93,15 @@ async def follow(rt: Runtime, fetch: Fetch, last_event_id: str | None) -> AsyncI
             sent.append(event.id)
             if event.type:
                 yield event
-        woke: Any = await rt.redis.xread({stream: redis_id}, count=PAGE, block=WAIT_MS)
+        awaiting_commit = announced > last and rechecks > 0
+        woke: Any = await rt.redis.xread({stream: redis_id}, count=PAGE,
+                                         block=RECHECK_MS if awaiting_commit else WAIT_MS)
         if woke:
             redis_id = woke[0][1][-1][0]
             idle = 0
+            announced, rechecks = max(announced, _announced(woke[0][1], concerns)), RECHECKS
+        elif awaiting_commit:
+            rechecks -= 1
         else:
             idle += 1
             if idle >= KEEP_ALIVE_EVERY:
