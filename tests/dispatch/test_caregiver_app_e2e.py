@@ -158,6 +158,15 @@ async def test_a_caregivers_stream_gets_its_urgent_offer_only_and_resumes_after_
             assert (lost.data["offer_id"], lost.data["reason"]) == (str(mine.id), "another caregiver accepted")
             assert int(lost.id or "") > int(last_id)
 
+    # a web view of the app, like the console, authenticates the stream with the session cookie instead
+    async with httpx.AsyncClient(base_url=base, timeout=30) as browser:
+        opened = await browser.post("/v1/auth/session", json={"username": mine_login, "password": TEST_PASSWORD})
+        assert opened.status_code == 200 and browser.cookies.get("vnh_session")
+        async with browser.stream("GET", "/v1/caregivers/me/stream") as response:
+            assert response.status_code == 200
+            ready, _ = await next_event(frames(response), "stream.ready")
+            assert ready.data is not None and ready.data["last_event_id"] >= int(lost.id or "")
+
     # the phone got the push of its urgent offer through the provider's webhook, signed
     await asyncio.to_thread(receiver.wait_for, lambda pushes: any(p["caregiver_id"] == str(me.id) for p in pushes),
                             BOUND_S)
