@@ -248,6 +248,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     })
     if not env["MQTT_URL"]:
         del env["MQTT_URL"]
+    if settings.push.webhook_url:
+        env["VNH_PUSH__WEBHOOK_URL"] = settings.push.webhook_url
+        if settings.push.webhook_secret:
+            env["VNH_PUSH__WEBHOOK_SECRET"] = settings.push.webhook_secret.get_secret_value()
     return env
 
 

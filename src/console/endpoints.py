@@ -12,12 +12,13 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from console import feed
 from devices.models import Alarm
 from dispatch.offers import pending_expiry
 from kernel.authz import Access
+from kernel.event_stream import event_source
 from kernel.http import RuntimeDep, SessionDep, authorize
 from orders.service import needing_action
 from supervision.response_times import summarize
@@ -101,18 +102,4 @@ async def stream(request: Request, runtime: RuntimeDep, access: ViewConsole,
                  last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> EventSourceResponse:
     """Changes to orders, offers, visits and alarms in the caller's region, as they commit. `id:` is the event's
     `stream_seq`; reconnecting with `Last-Event-ID` replays what was missed."""
-
-    async def events() -> Any:
-        async for event in feed.follow(runtime, access, last_event_id):
-            if await request.is_disconnected():
-                return
-            if event is None:
-                yield ServerSentEvent(comment="keep-alive")
-            else:
-                yield ServerSentEvent(data=feed.encode(event), id=str(event.id), event=event.type)
-
-    return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                               send_timeout=30)
-
-
-
+    return event_source(request, feed.follow(runtime, access, last_event_id))

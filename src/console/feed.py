@@ -1,40 +1,23 @@
-"""The dispatcher console's live feed: committed domain events as server-sent events.
-
-Event ids are the outbox `stream_seq` the relay assigns in the order it sees commits, so a browser that reconnects
-with `Last-Event-ID` gets everything after it replayed from PostgreSQL. The Redis stream the relay writes to is
-only the wake-up call: the events themselves always come from PostgreSQL, filtered to the caller's region.
+"""The dispatcher console's live feed: committed domain events as server-sent events, filtered to the caller's
+region (the stream plumbing — ids, replay after `Last-Event-ID`, wake-ups, keep-alives — is `kernel.event_stream`).
 """
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from kernel.authz import Access
+from kernel.event_stream import PAGE, FeedEvent, encode, latest_seq
+from kernel.event_stream import follow as follow_stream
 from kernel.outbox import OutboxEvent
 from kernel.runtime import Runtime
 
+__all__ = ["FeedEvent", "encode", "events_after", "follow", "latest_seq", "visible"]
+
 PREFIXES = ("orders.order.", "orders.visit.", "dispatch.offer.", "devices.alarm.", "devices.device.")
-# Two relays may commit their batches out of order; re-reading a short margin and skipping ids already sent
-# closes that gap.
-MARGIN = 50
-PAGE = 500
-# The relay writes to the Redis stream before its transaction commits, so a wake-up can come before the rows are
-# visible: the follower never waits longer than this before looking at PostgreSQL again.
-WAIT_MS = 1_000
-KEEP_ALIVE_EVERY = 15  # idle waits between keep-alives
-
-
-@dataclass(frozen=True)
-class FeedEvent:
-    id: int
-    type: str
-    data: dict[str, Any]
 
 
 def visible(access: Access, event_type: str, payload: dict[str, Any]) -> bool:
@@ -44,11 +27,6 @@ def visible(access: Access, event_type: str, payload: dict[str, Any]) -> bool:
     if region is None:
         return access.scope == "all"
     return access.covers(region_code=region)
-
-
-async def latest_seq(rt: Runtime) -> int:
-    async with rt.database.unit_of_work() as session:
-        return int(await session.scalar(select(func.coalesce(func.max(OutboxEvent.stream_seq), 0))) or 0)
 
 
 async def events_after(rt: Runtime, access: Access, after: int) -> list[FeedEvent]:
@@ -68,37 +46,7 @@ async def events_after(rt: Runtime, access: Access, after: int) -> list[FeedEven
     return out
 
 
-async def follow(rt: Runtime, access: Access, last_event_id: str | None) -> AsyncIterator[FeedEvent | None]:
-    """Events after `last_event_id` (or from now), forever; None now and then as a keep-alive."""
-    try:
-        last = int(last_event_id) if last_event_id else await latest_seq(rt)
-    except ValueError:
-        last = await latest_seq(rt)
-    floor = last  # the client has everything up to here; the margin is only for commits seen out of order later
-    sent: deque[int] = deque(maxlen=4 * MARGIN)
-    stream = rt.redis_key(rt.settings.outbox.stream_key)
-    # redis-py types stream replies as unions of every shape; these calls answer [(id, fields), …]
-    newest: Any = await rt.redis.xrevrange(stream, count=1)
-    redis_id: bytes = newest[0][0] if newest else b"0-0"
-    idle = 0
-    while True:
-        for event in await events_after(rt, access, max(0, last - MARGIN)):
-            last = max(last, event.id)
-            if event.id <= floor or event.id in sent:
-                continue
-            sent.append(event.id)
-            if event.type:
-                yield event
-        woke: Any = await rt.redis.xread({stream: redis_id}, count=PAGE, block=WAIT_MS)
-        if woke:
-            redis_id = woke[0][1][-1][0]
-            idle = 0
-        else:
-            idle += 1
-            if idle >= KEEP_ALIVE_EVERY:
-                idle = 0
-                yield None
-
-
-def encode(event: FeedEvent) -> str:
-    return json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+def follow(rt: Runtime, access: Access, last_event_id: str | None) -> AsyncIterator[FeedEvent | None]:
+    """The console's events after `last_event_id` (or from now), forever; None now and then as a keep-alive."""
+    return follow_stream(rt, lambda after: events_after(rt, access, after), last_event_id,
+                         concerns=lambda event_type, payload: visible(access, event_type, payload))

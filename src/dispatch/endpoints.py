@@ -4,15 +4,17 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from sqlalchemy import select
+from sse_starlette import EventSourceResponse
 
-from dispatch import live, offers, registry, schemas
+from dispatch import caregiver_stream, live, offers, registry, schemas
 from dispatch.candidates import find_candidates
 from dispatch.models import Caregiver, Offer, Organization
 from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.errors import InvalidState, NotFound
+from kernel.event_stream import event_source
 from kernel.fields import GeoPoint
 from kernel.http import CipherDep, ClockDep, RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
@@ -147,6 +149,21 @@ async def my_offers(session: SessionDep, access: RespondToOffers,
     rows = await offers.offers_for_caregiver(session, _me(access), include_closed=include_closed)
     profiles = {eid: await matching_profile(session, eid) for eid in {o.elder_id for _, o in rows}}
     return Page(items=[_offer_out(offer, order, profiles.get(order.elder_id)) for offer, order in rows])
+
+
+StreamOwnEvents = Annotated[Access, Depends(authorize("caregivers.stream"))]
+
+
+@live_router.get("/v1/caregivers/me/stream", response_class=EventSourceResponse)
+async def my_stream(request: Request, session: SessionDep, runtime: RuntimeDep, access: StreamOwnEvents,
+                    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None
+                    ) -> EventSourceResponse:
+    """The caller's own offers (urgent ones with their expiry), their withdrawal, expiry or loss to another
+    caregiver, and the changes of its orders and visits (assignment, reassignment, cancellation), as they commit;
+    Bearer token or session cookie. `id:` is the event's `stream_seq`: reconnecting with `Last-Event-ID` replays
+    what was missed. A first connection starts with `stream.ready` (read the offer list after it)."""
+    caregiver = await registry.get_caregiver(session, access, str(_me(access)))
+    return event_source(request, caregiver_stream.follow_caregiver(runtime, caregiver.id, last_event_id))
 
 
 @live_router.post("/v1/offers/{offer_id}/accept", response_model=schemas.OfferOut)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, CheckConstraint, Float, ForeignKey, Index, String, Uuid, func, text
+from sqlalchemy import ARRAY, BigInteger, CheckConstraint, Float, ForeignKey, Identity, Index, String, Uuid, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kernel.db import Base, new_id
@@ -86,4 +86,31 @@ class Offer(Base):
               postgresql_where=text("status = 'pending'")),
         Index("ix_offers_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),
         Index("ix_offers_caregiver", "caregiver_id", "status"),
+    )
+
+
+class PushNotification(Base):
+    """A push to a caregiver's phone (dispatch/push.py), queued by the outbox relay after commit, one per outbox
+    event (`outbox_id` unique: a batch the relay publishes twice queues nothing twice) and sent with retries; the
+    provider sees `outbox_id` as the Idempotency-Key. An offer's push is dropped (`stale`) once the offer expired."""
+
+    __tablename__ = "push_notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    caregiver_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("caregivers.id"), index=True)
+    title: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(String(300))
+    data: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending','sent','failed','stale')", name="status_known"),
+        Index("ix_push_notifications_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
     )

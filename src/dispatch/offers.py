@@ -30,9 +30,12 @@ SYSTEM = "system:dispatch"
 
 
 def _emit(session: AsyncSession, rt: Runtime, offer: Offer, verb: str) -> None:
+    # a withdrawal's reason is the system's ("another caregiver accepted"); a decline's is the caregiver's own
+    # free text and stays out of events
     emit(session, rt.clock, f"dispatch.offer.{verb}", str(offer.id), {
         "offer_id": str(offer.id), "order_id": str(offer.order_id), "caregiver_id": str(offer.caregiver_id),
         "status": offer.status, "kind": offer.kind, "expires_at": offer.expires_at.isoformat(),
+        "reason": offer.reason if verb == "withdrawn" else None,
     })
 
 

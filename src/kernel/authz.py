@@ -81,6 +81,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "caregivers.positions": {"admin": "all", "dispatcher": "region"},
     "caregivers.self": {"caregiver": "own"},
     "offers.respond": {"caregiver": "own"},
+    "caregivers.stream": {"caregiver": "own"},  # the app's live stream of its own offers and orders
     "visits.work": {"caregiver": "own"},
     "visits.read": {
         "admin": "all", "dispatcher": "region", "org_admin": "organization", "caregiver": "own", "elder": "own",

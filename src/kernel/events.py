@@ -99,12 +99,16 @@ class OrderChanged(EventPayload):
 
 
 class OfferChanged(EventPayload):
+    """dispatch.offer.*: `caregiver_id` is whom the offer was made to (the caregiver app's stream and push select
+    by it); `reason` says why a withdrawn offer was withdrawn ("another caregiver accepted", "order cancelled")."""
+
     offer_id: str
     order_id: str
     caregiver_id: str
     status: str
     kind: str
     expires_at: str
+    reason: str | None = None
 
 
 class VisitChanged(EventPayload):

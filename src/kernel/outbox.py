@@ -44,6 +44,10 @@ class OutboxEvent(Base):
 
     __table_args__ = (
         Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        # events that concern one caregiver carry its `caregiver_id` (kernel/events.py): the caregiver app's stream
+        # replays them by it (dispatch/caregiver_stream.py)
+        Index("ix_outbox_caregiver_seq", text("(payload ->> 'caregiver_id')"), "stream_seq",
+              postgresql_where=text("(payload ->> 'caregiver_id') IS NOT NULL")),
     )
 
 

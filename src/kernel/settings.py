@@ -125,6 +125,15 @@ class VisitSettings(BaseModel):
     shared_source_elders: int = Field(default=3, ge=2)
 
 
+class PushSettings(BaseModel):
+    """Mobile push to the caregiver app (dispatch/push.py) through a push provider's webhook; off when unset."""
+
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None  # HMAC-SHA256 of the body in X-VNH-Signature
+    timeout_s: float = 5.0
+    max_attempts: int = Field(default=8, ge=1)
+
+
 class OutboxSettings(BaseModel):
     poll_interval_s: float = 0.2
     batch_size: int = 500
@@ -155,6 +164,7 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     visits: VisitSettings = Field(default_factory=VisitSettings)
     devices: DevicesSettings = Field(default_factory=DevicesSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -96,9 +96,11 @@ class Workers:
         self.runtime = runtime
         self.stop = asyncio.Event()
         from devices.tasks import DeviceWorkers
+        from dispatch.push import push_sender_from_settings
 
         self.devices = DeviceWorkers(runtime)
-        self.relay = build_relay(runtime, self.devices.publishers())
+        self.push = push_sender_from_settings(runtime)  # None unless VNH_PUSH__WEBHOOK_URL is set
+        self.relay = build_relay(runtime, [*self.devices.publishers(), *(self.push.publishers() if self.push else ())])
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -120,6 +122,8 @@ class Workers:
             asyncio.create_task(_every("stale positions", 60.0, stop, lambda: drop_stale_positions(rt)),
                                 name="positions"),
         ]
+        if self.push is not None:
+            self._tasks.append(asyncio.create_task(self.push.run(stop), name="caregiver-push"))
         self.devices.start(stop, relay=self.relay)  # an SOS wakes the relay: its offers go out at once
 
     async def close(self) -> None:

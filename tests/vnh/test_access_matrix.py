@@ -57,8 +57,8 @@ def test_every_route_is_public_or_names_a_permission_of_the_matrix(runtime: Runt
             assert route.path not in PUBLIC_PATHS
 
 
-# Server-sent event streams: tested end to end in tests/console, not here.
-ENDLESS = {"/v1/console/stream"}
+# Server-sent event streams: tested end to end in tests/console and tests/dispatch, not here.
+ENDLESS = {"/v1/console/stream", "/v1/caregivers/me/stream"}
 
 
 def _principal(role: str) -> Principal:

@@ -1,0 +1,52 @@
+"""The shared SSE follower (kernel/event_stream.py): a wake-up that arrives before the relay's commit is followed
+as soon as the rows show, not a whole wait later."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from kernel.event_stream import FeedEvent, follow, latest_seq
+from kernel.outbox import OutboxEvent, emit
+from kernel.runtime import Runtime
+from vnh.workers import build_relay
+
+COMMIT_DELAY_S = 0.25
+
+
+async def test_an_event_announced_before_its_commit_is_sent_soon_after_the_commit(committed_runtime: Runtime) -> None:
+    rt = committed_runtime
+    committed_at: list[float] = []
+
+    async def fetch(after: int) -> list[FeedEvent]:
+        async with rt.database.unit_of_work() as s:
+            rows = (await s.scalars(select(OutboxEvent).where(OutboxEvent.stream_seq > after)
+                                    .order_by(OutboxEvent.stream_seq))).all()
+        return [FeedEvent(r.stream_seq or 0, r.event_type, dict(r.payload)) for r in rows]
+
+    async def slow_commit(_events: Sequence[OutboxEvent]) -> None:
+        # the relay has written the Redis stream (the wake-up); its transaction commits a moment later
+        await asyncio.sleep(COMMIT_DELAY_S)
+
+    start = str(await latest_seq(rt))
+
+    async def first() -> float:
+        async for event in follow(rt, fetch, start):
+            if event is not None:
+                return time.monotonic()
+        raise AssertionError("the stream ended")
+
+    listener = asyncio.create_task(first())
+    async with rt.database.unit_of_work() as s:
+        emit(s, rt.clock, "orders.elder.created", "e1", {"elder_id": "e1", "region_code": "150625"})
+    await asyncio.sleep(0.1)  # the follower is waiting on the Redis stream
+    assert await build_relay(rt, [slow_commit]).relay_once() == 1
+    committed_at.append(time.monotonic())
+    received = await asyncio.wait_for(listener, 10)
+    lag = received - committed_at[0]
+    print(f"sent {lag * 1000:.0f} ms after the relay's commit")
+    # before: the follower saw nothing at the wake-up and slept a whole WAIT_MS (1 s) before looking again
+    assert lag < 0.5
