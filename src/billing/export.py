@@ -47,6 +47,7 @@ REASON_LABELS = {
     "far_check_in": "签到位置偏离老人住址", "too_short": "服务时长不足", "overlap": "服务时间重叠",
     "no_confirmation": "未获老人确认", "impossible_travel": "行程时间不合理", "elder_absent": "老人不在家",
     "aborted": "服务中止", "completed": "已完成",
+    "caregiver_blacklisted": "服务人员列入失信黑名单", "organization_blacklisted": "服务机构列入失信黑名单",
 }
 _TOKEN = re.compile(r"[a-z_]+")
 AMOUNT_COLUMNS = (13, 14, 15)  # zero-based positions of the amounts in HEADERS

@@ -27,6 +27,7 @@ from kernel.runtime import Runtime
 from orders.models import Elder, Order, ServiceType, Visit, VisitFlag
 from orders.pricing import price_fen
 from orders.service import apply_event, load_order, parse_uuid
+from supervision.service import Blacklisted
 
 LIVE = ("assigned", "en_route", "in_service")
 Outcome = Literal["completed", "elder_absent", "aborted"]
@@ -308,8 +309,14 @@ async def settle_billing(session: AsyncSession, rt: Runtime, visit: Visit, order
             visit.billing = "held"
     elif visit.confirmed_at is not None or any(f.flag == "no_confirmation" and f.decision == "approved"
                                                 for f in flags):
-        await billing.capture(session, rt.clock, visit)
-        visit.billing = "captured"
+        try:
+            await billing.capture(session, rt.clock, visit)
+        except Blacklisted as refused:  # the confirmation stands; the visit is not billed, and the statement says why
+            await billing.exclude(session, rt.clock, visit, refused.code)
+            await billing.release(session, rt.clock, order)
+            visit.billing = "excluded"
+        else:
+            visit.billing = "captured"
 
 
 async def resolve_flag(session: AsyncSession, rt: Runtime, access: Access, visit_id: str, flag: str,
