@@ -209,7 +209,7 @@ async def check_out(session: AsyncSession, rt: Runtime, access: Access, visit_id
     visit.check_out_at, visit.check_out_lat, visit.check_out_lon = now, lat, lon
     visit.duration_min = max(0, int((now - visit.check_in_at).total_seconds() // 60))
     visit.tasks_done, visit.notes, visit.outcome = tasks_done, notes, outcome
-    visit.actual_price_fen = price_fen(service.unit, service.price_fen, max(visit.duration_min, 1))
+    visit.actual_price_fen = price_fen(service.unit, service.price_fen, visit.duration_min)
     visit.status = "completed"
     flags = []
     too_short_below = service.default_duration_min * rt.settings.visits.too_short_fraction
