@@ -1,6 +1,9 @@
-"""`vnh billing settle --month YYYY-MM` and `vnh billing verify` (wired into `vnh.cli`)."""
+"""`vnh billing settle --month YYYY-MM`, `vnh billing verify` and `vnh billing verify-export FILE` (wired into
+`vnh.cli`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,6 +14,7 @@ from billing.rules import parse_month
 from billing.settlement import settle_month
 from billing.verify import verify_ledger
 from kernel.authz import Access
+from kernel.exports import verify_export
 from kernel.runtime import Runtime
 
 
@@ -50,3 +54,21 @@ async def verify(runtime: Runtime) -> int:
         verdict = await verify_ledger(session)
     print(verdict.summary())
     return 0 if verdict.ok else 1
+
+
+def verify_export_file(path: Path) -> int:
+    """Check a settlement export (CSV or XLSX) against the SHA-256 it carries: 0 intact; 1 altered, damaged or
+    without a digest; 2 the file cannot be opened. Needs no database: the file alone is checked (compare the
+    digest with the audit record of the export to know that vnh issued it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}")
+        return 2
+    try:
+        verdict = verify_export(data)
+    except Exception as exc:  # a damaged zip, text that is not UTF-8: altered, said plainly, not a traceback
+        print(f"{path}: ALTERED or not an export: cannot read it ({type(exc).__name__}: {exc})")
+        return 1
+    print(f"{path}: {verdict.message}")
+    return 0 if verdict.intact else 1
