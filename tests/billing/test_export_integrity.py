@@ -16,10 +16,11 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 
 from billing import service as billing
+from billing.commands import verify_export_issued
 from billing.export import _csv_cells
 from kernel.audit import AuditEntry
 from kernel.clock import ManualClock
-from kernel.exports import ContentDigest, inert, verify_export, xlsx_text
+from kernel.exports import CSV_DIGEST_LABEL, CSV_TABLE, ContentDigest, inert, verify_export, xlsx_text
 from kernel.runtime import Runtime
 from tests.billing.support import Order, create_program, visit_of
 from tests.conftest import login_headers
@@ -135,6 +136,28 @@ async def test_exports_carry_a_digest_that_verify_export_checks(runtime: Runtime
     assert main(["billing", "verify-export", str(tmp_path / "bare.csv")]) == 1
     assert "no SHA-256 digest" in capsys.readouterr().out
     assert main(["billing", "verify-export", str(tmp_path / "missing.csv")]) == 2
+
+
+async def test_a_rewritten_digest_passes_the_file_check_but_not_the_audit_log(
+        runtime: Runtime, client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    statement_id, finance = await _statement(runtime, client, admin_headers)
+    answer = await client.get(f"/v1/settlements/{statement_id}/export?format=csv", headers=finance)
+    (tmp_path / "s.csv").write_bytes(answer.content)
+    assert await verify_export_issued(runtime, tmp_path / "s.csv") == 0
+    assert f"settlement {statement_id}" in capsys.readouterr().out
+    # the forger edits an amount and writes the digest of the new content into the file
+    rows = list(csv.reader(io.StringIO(answer.content.decode("utf-8-sig"), newline="")))[:-1]
+    rows[1][13] = "54.00"
+    digest = ContentDigest()
+    digest.add_all(CSV_TABLE, rows)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows([*rows, [CSV_DIGEST_LABEL, digest.hexdigest()]])
+    (tmp_path / "forged.csv").write_bytes(("\ufeff" + buffer.getvalue()).encode())
+    assert main(["billing", "verify-export", str(tmp_path / "forged.csv")]) == 0  # self-consistent
+    capsys.readouterr()
+    assert await verify_export_issued(runtime, tmp_path / "forged.csv") == 1
+    assert "NOT ISSUED" in capsys.readouterr().out
 
 
 def test_the_digest_covers_every_cell_and_not_the_formatting() -> None:
