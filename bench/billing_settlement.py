@@ -45,7 +45,7 @@ from sqlalchemy import text
 
 from billing import programs, schemas, settlement
 from billing import service as billing
-from billing.export import csv_chunks, statement_header, xlsx_chunks
+from billing.export import csv_export, file_chunks, statement_header, xlsx_export
 from billing.models import Settlement
 from billing.rules import SERVICE_TZ
 from billing.verify import verify_ledger
@@ -217,10 +217,10 @@ async def export(database: Database, statement: Settlement) -> dict[str, Any]:
     async with database.unit_of_work() as session:
         header = await statement_header(session, statement)
     figures: dict[str, Any] = {"lines": statement.line_count + statement.adjustment_count + statement.exclusion_count}
-    for fmt, chunks in (("csv", csv_chunks), ("xlsx", xlsx_chunks)):
+    for fmt, build in (("csv", csv_export), ("xlsx", xlsx_export)):
         started = time.perf_counter()
         size = 0
-        async for chunk in chunks(database, header):
+        async for chunk in file_chunks((await build(database, header)).file):
             size += len(chunk)
         figures[fmt] = {"seconds": time.perf_counter() - started, "bytes": size}
     return figures

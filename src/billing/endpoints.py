@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import date
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -10,11 +11,12 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 
 from billing import entitlements, programs, schemas, settlement
-from billing.export import csv_chunks, statement_header, xlsx_chunks
+from billing.export import csv_export, file_chunks, statement_header, xlsx_export
 from billing.rules import parse_month
 from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.errors import Unprocessable
+from kernel.exports import HEADER as CONTENT_DIGEST_HEADER
 from kernel.http import ClockDep, RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
 
@@ -133,15 +135,26 @@ async def approve_settlement(settlement_id: str, session: SessionDep, clock: Clo
 async def export_settlement(settlement_id: str, session: SessionDep, clock: ClockDep, runtime: RuntimeDep,
                             access: ReadSettlements,
                             format: Annotated[Literal["csv", "xlsx"], Query()] = "csv") -> StreamingResponse:
-    """The statement as CSV or XLSX with the column headers a finance bureau expects, streamed."""
+    """The statement as CSV or XLSX with the column headers a finance bureau expects. The SHA-256 of its canonical
+    content is in the file (last row / sheet), in `X-Content-SHA256` and in the audit record of the export;
+    `Repr-Digest` (RFC 9530) covers the bytes sent."""
     found = await settlement.get_settlement(session, access, settlement_id)
     header = await statement_header(session, found)
-    await record_audit(session, clock, access, "settlement.export", "settlement", found.id,
-                       {"format": format, "lines": found.line_count + found.adjustment_count,
-                        "exclusions": found.exclusion_count})
+    built = await (xlsx_export if format == "xlsx" else csv_export)(runtime.database, header)
+    try:
+        await record_audit(session, clock, access, "settlement.export", "settlement", found.id,
+                           {"format": format, "lines": found.line_count + found.adjustment_count,
+                            "exclusions": found.exclusion_count, "content_sha256": built.content_sha256,
+                            "file_sha256": built.file_sha256})
+    except BaseException:
+        built.file.close()
+        raise
     filename = f"{header.file_stem}.{format}"
-    disposition = {"Content-Disposition": f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"}
-    if format == "xlsx":
-        return StreamingResponse(xlsx_chunks(runtime.database, header), media_type=XLSX, headers=disposition)
-    return StreamingResponse(csv_chunks(runtime.database, header), media_type="text/csv; charset=utf-8",
-                             headers=disposition)
+    headers = {
+        "Content-Disposition": f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}",
+        "Content-Length": str(built.size),
+        CONTENT_DIGEST_HEADER: built.content_sha256,
+        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(built.file_sha256)).decode()}:",
+    }
+    media_type = XLSX if format == "xlsx" else "text/csv; charset=utf-8"
+    return StreamingResponse(file_chunks(built.file), media_type=media_type, headers=headers)

@@ -1,8 +1,11 @@
 """Statement exports for the finance bureau: CSV (UTF-8 with BOM, so spreadsheet programmes in China open it
-correctly) and XLSX (openpyxl's write-only mode), with Chinese column headers and amounts in 元.
+correctly) and XLSX (openpyxl's write-only mode), with Chinese column headers and amounts in 元. Text cells are made
+inert (no formula injection) and each export carries the SHA-256 of its canonical content in its last row (CSV) or
+sheet (XLSX), as `kernel.exports` defines them; `vnh billing verify-export FILE` checks it.
 
 Lines are streamed from a server-side cursor in partitions (`yield_per`); nothing holds a whole statement in memory.
-The XLSX workbook is written row by row to a temporary file and then streamed. Elders appear by name and masked ID
+Both formats are written row by row to a temporary file (so the digest is known before the first byte
+is sent, for the HTTP header and the audit record) and then streamed. Elders appear by name and masked ID
 number only (never the full number, phone or address).
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import re
 import tempfile
@@ -22,6 +26,7 @@ from typing import IO, Any
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import Cell
 from openpyxl.styles import Font
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,11 +35,22 @@ from billing.models import Program, Settlement, SettlementLine
 from billing.rules import SERVICE_TZ, format_month
 from dispatch.models import Organization
 from kernel.db import Database
+from kernel.exports import (
+    CSV_DIGEST_LABEL,
+    CSV_TABLE,
+    XLSX_DIGEST_SHEET,
+    ContentDigest,
+    inert,
+    xlsx_digest_rows,
+    xlsx_text,
+)
 from orders.models import Elder, ServiceType
 
 PARTITION = 2000
 CHUNK = 64 * 1024
 
+SUMMARY_SHEET = "结算汇总"
+LINES_SHEET = "结算明细"
 HEADERS = (
     "序号", "结算单号", "购买服务项目", "服务机构", "结算月份", "明细类型", "服务月份", "服务记录号", "工单号",
     "老人姓名", "身份证号（脱敏）", "服务项目", "服务完成时间", "服务金额（元）", "政府补贴金额（元）",
@@ -47,6 +63,7 @@ REASON_LABELS = {
     "far_check_in": "签到位置偏离老人住址", "too_short": "服务时长不足", "overlap": "服务时间重叠",
     "no_confirmation": "未获老人确认", "impossible_travel": "行程时间不合理", "elder_absent": "老人不在家",
     "aborted": "服务中止", "completed": "已完成",
+    "caregiver_blacklisted": "服务人员列入失信黑名单", "organization_blacklisted": "服务机构列入失信黑名单",
 }
 _TOKEN = re.compile(r"[a-z_]+")
 AMOUNT_COLUMNS = (13, 14, 15)  # zero-based positions of the amounts in HEADERS
@@ -141,21 +158,72 @@ def _totals_row(header: StatementHeader) -> list[Any]:
     return row
 
 
-def _csv_text(rows: Sequence[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    for row in rows:
-        writer.writerow([yuan(v) if i in AMOUNT_COLUMNS and isinstance(v, int) else v for i, v in enumerate(row)])
-    return buffer.getvalue()
+@dataclass
+class BuiltExport:
+    """An export written to a temporary file (positioned at its start; the caller closes it) with its digests:
+    `content_sha256` of its canonical content (`kernel.exports`; also inside the file), `file_sha256` of its bytes."""
+
+    file: IO[bytes]
+    content_sha256: str
+    file_sha256: str
+    size: int
 
 
-async def csv_chunks(database: Database, header: StatementHeader) -> AsyncIterator[bytes]:
-    """The statement as CSV: a header row, one row per line, a totals row."""
-    yield ("\ufeff" + _csv_text([HEADERS])).encode("utf-8")
-    async with database.unit_of_work() as session:
-        async for rows in export_rows(session, header):
-            yield _csv_text(rows).encode("utf-8")
-    yield _csv_text([_totals_row(header)]).encode("utf-8")
+def _csv_cells(row: Sequence[Any]) -> list[Any]:
+    """Amounts in 元 (numbers, never neutralised: `-12.50` is a refund, not a formula); text made inert."""
+    return [yuan(v) if i in AMOUNT_COLUMNS and isinstance(v, int) else inert(v) for i, v in enumerate(row)]
+
+
+class _CsvWriter:
+    """The statement as CSV: a header row, one row per line, a totals row, and the digest row."""
+
+    def __init__(self) -> None:
+        self.target = tempfile.TemporaryFile()  # noqa: SIM115  (handed to the caller, who closes it)
+        self.digest = ContentDigest()
+        self.target.write("\ufeff".encode())
+
+    def append(self, rows: Sequence[Sequence[Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        for row in rows:
+            cells = _csv_cells(row)
+            self.digest.add(CSV_TABLE, cells)
+            writer.writerow(cells)
+        self.target.write(buffer.getvalue().encode("utf-8"))
+
+    def finish(self, totals: Sequence[Any]) -> tuple[IO[bytes], str]:
+        self.append([totals])
+        content = self.digest.hexdigest()
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerow([CSV_DIGEST_LABEL, content])
+        self.target.write(buffer.getvalue().encode("utf-8"))
+        return self.target, content
+
+
+async def _finished(target: IO[bytes], content: str) -> BuiltExport:
+    def file_digest() -> tuple[str, int]:
+        target.seek(0)
+        digest = hashlib.file_digest(target, "sha256")  # type: ignore[arg-type]
+        size = target.tell()
+        target.seek(0)
+        return digest.hexdigest(), size
+
+    file_sha256, size = await asyncio.to_thread(file_digest)
+    return BuiltExport(file=target, content_sha256=content, file_sha256=file_sha256, size=size)
+
+
+async def csv_export(database: Database, header: StatementHeader) -> BuiltExport:
+    """The statement as CSV (UTF-8 with BOM), in a temporary file with its digests."""
+    writer = _CsvWriter()
+    try:
+        writer.append([HEADERS])
+        async with database.unit_of_work() as session:
+            async for rows in export_rows(session, header):
+                await asyncio.to_thread(writer.append, rows)
+        return await _finished(*await asyncio.to_thread(writer.finish, _totals_row(header)))
+    except BaseException:
+        writer.target.close()
+        raise
 
 
 class _XlsxWriter:
@@ -164,13 +232,15 @@ class _XlsxWriter:
     def __init__(self, header: StatementHeader) -> None:
         self.header = header
         self.book = Workbook(write_only=True)
-        summary: Any = self.book.create_sheet("结算汇总")  # write-only sheets: the stubs lack column_dimensions
+        summary: Any = self.book.create_sheet(SUMMARY_SHEET)  # write-only sheets: the stubs lack column_dimensions
         bold = Font(bold=True)
         summary.column_dimensions["A"].width = 18
         summary.column_dimensions["B"].width = 48
-        title = WriteOnlyCell(summary, value=f"{header.program_name} {header.month} 服务结算单")
+        self.digest = ContentDigest()
+        title = WriteOnlyCell(summary, value=xlsx_text(f"{header.program_name} {header.month} 服务结算单"))
         title.font = Font(bold=True, size=14)
         summary.append([title])
+        self.digest.add(SUMMARY_SHEET, [title.value])
         rows: tuple[tuple[str, str | int | float], ...] = (
             ("结算单号", str(header.id)), ("购买服务项目", header.program_name),
             ("服务机构", header.organization_name), ("结算月份", header.month),
@@ -184,16 +254,17 @@ class _XlsxWriter:
         for label, value in rows:
             cell = WriteOnlyCell(summary, value=label)
             cell.font = bold
-            amount = WriteOnlyCell(summary, value=value)
+            amount = WriteOnlyCell(summary, value=xlsx_text(value))
             if isinstance(value, float):
                 amount.number_format = "#,##0.00"
             summary.append([cell, amount])
-        self.sheet: Any = self.book.create_sheet("结算明细")
+            self.digest.add(SUMMARY_SHEET, [cell.value, amount.value])
+        self.sheet: Any = self.book.create_sheet(LINES_SHEET)
         for column, width in zip("ABCDEFGHIJKLMNOPQ", (7, 38, 24, 24, 10, 16, 10, 38, 38, 10, 20, 16, 18, 14, 16,
                                                        16, 36), strict=True):
             self.sheet.column_dimensions[column].width = width
         self.sheet.freeze_panes = "A2"
-        self.sheet.append([self._bold(h) for h in HEADERS])
+        self._append([self._bold(h) for h in HEADERS])
 
     def _bold(self, value: Any) -> Any:
         cell = WriteOnlyCell(self.sheet, value=value)
@@ -210,32 +281,40 @@ class _XlsxWriter:
                     cell.font = Font(bold=True)
                 out.append(cell)
             else:
-                out.append(self._bold(value) if bold else value)
+                out.append(self._bold(xlsx_text(value)) if bold else xlsx_text(value))
         return out
+
+    def _append(self, cells: list[Any]) -> None:
+        self.sheet.append(cells)
+        self.digest.add(LINES_SHEET, [c.value if isinstance(c, Cell) else c for c in cells])
 
     def append(self, rows: Sequence[Sequence[Any]]) -> None:
         for row in rows:
-            self.sheet.append(self._row(row))
+            self._append(self._row(row))
 
-    def finish(self) -> IO[bytes]:
-        self.sheet.append(self._row(_totals_row(self.header), bold=True))
+    def finish(self) -> tuple[IO[bytes], str]:
+        self._append(self._row(_totals_row(self.header), bold=True))
+        content = self.digest.hexdigest()
+        check: Any = self.book.create_sheet(XLSX_DIGEST_SHEET)
+        check.column_dimensions["B"].width = 70
+        for row in xlsx_digest_rows(content):
+            check.append(row)
         target = tempfile.TemporaryFile()  # noqa: SIM115  (handed to the caller, who closes it)
         self.book.save(target)
-        target.seek(0)
-        return target
+        return target, content
 
 
-async def xlsx_file(database: Database, header: StatementHeader) -> IO[bytes]:
-    """The statement as an XLSX file (a temporary file, positioned at its start; the caller closes it)."""
+async def xlsx_export(database: Database, header: StatementHeader) -> BuiltExport:
+    """The statement as an XLSX workbook, in a temporary file with its digests."""
     writer = await asyncio.to_thread(_XlsxWriter, header)
     async with database.unit_of_work() as session:
         async for rows in export_rows(session, header):
             await asyncio.to_thread(writer.append, rows)
-    return await asyncio.to_thread(writer.finish)
+    return await _finished(*await asyncio.to_thread(writer.finish))
 
 
-async def xlsx_chunks(database: Database, header: StatementHeader) -> AsyncIterator[bytes]:
-    target = await xlsx_file(database, header)
+async def file_chunks(target: IO[bytes]) -> AsyncIterator[bytes]:
+    """Stream a built export's file, closing it at the end."""
     try:
         while chunk := await asyncio.to_thread(target.read, CHUNK):
             yield chunk

@@ -34,6 +34,7 @@ from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import InvalidState, Unprocessable
 from kernel.outbox import emit
+from supervision.service import refuse_blacklisted
 
 BILLING = SystemActor("billing")
 
@@ -156,6 +157,10 @@ async def capture(session: AsyncSession, clock: Clock, visit: FinishedVisit) -> 
     reservation = await _reservation(session, visit.order_id, lock=True)
     if await _captured(session, visit):
         return
+    # no new billing for a blacklisted caregiver or organisation (409 `caregiver_blacklisted` /
+    # `organization_blacklisted`); orders excludes the visit instead
+    await refuse_blacklisted(session, caregiver_id=visit.caregiver_id, organization_id=visit.organization_id,
+                             at=clock.now())
     price = _actual_price(visit, reservation)
     if price < 0:
         raise Unprocessable("price must not be negative", code="invalid_price")

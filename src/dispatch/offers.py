@@ -25,6 +25,7 @@ from orders import visits
 from orders.models import Order
 from orders.service import apply_event, load_order, parse_uuid
 from orders.state import OPEN_FOR_ASSIGNMENT
+from supervision.service import refuse_blacklisted
 
 SYSTEM = "system:dispatch"
 
@@ -133,6 +134,8 @@ async def accept_offer(session: AsyncSession, rt: Runtime, access: Access, offer
         raise InvalidState("the offer has expired", code="offer_not_pending", details={"status": "expired"})
     caregiver = await session.get(Caregiver, offer.caregiver_id)
     assert caregiver is not None
+    # blacklisted after the offer went out (matching filtered it before): the offer may not be taken
+    await refuse_blacklisted(session, caregiver_id=caregiver.id, organization_id=caregiver.organization_id, at=now)
     offer.status, offer.responded_at = "accepted", now
     try:
         await session.flush()
@@ -190,6 +193,8 @@ async def assign_manually(session: AsyncSession, rt: Runtime, access: Access, or
     caregiver = await session.get(Caregiver, parse_uuid(caregiver_id, "caregiver"))
     if caregiver is None or not caregiver.active:
         raise NotFound("caregiver not found")
+    await refuse_blacklisted(session, caregiver_id=caregiver.id, organization_id=caregiver.organization_id,
+                             at=rt.clock.now())
     if order.status == "assigned":
         await visits.withdraw_live_visit(session, rt, order, "reassigned by dispatcher")
         await apply_event(session, rt, order, "withdraw", access.actor_id, "reassigned by dispatcher")

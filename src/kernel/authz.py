@@ -64,6 +64,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "elders.sos": {"admin": "all", "dispatcher": "region", "elder": "own"},
     "alarms.read": {"admin": "all", "dispatcher": "region", "auditor": "region"},
     "alarms.respond": {"admin": "all", "dispatcher": "region"},
+    "alarms.response_times": {"admin": "all", "dispatcher": "region", "auditor": "region"},
     # health data (vitals, positions, fall/heart-rate details): not a route of its own but a field-level grant that
     # endpoints returning such data check with `kernel.authz.may(principal, "health.read")`; others see them redacted
     "health.read": {"admin": "all", "dispatcher": "region", "elder": "own"},

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 
 def half_hours(minutes: int) -> int:
-    return max(1, math.ceil(minutes / 30))
+    """Started half hours: 1–30 minutes is one, 31–60 two; no service time is none (it bills nothing)."""
+    if minutes < 0:
+        raise ValueError("minutes must not be negative")
+    return -(-minutes // 30)
 
 
 def price_fen(unit: str, unit_price_fen: int, minutes: int) -> int:
     if unit == "visit":
         return unit_price_fen
     if unit == "hour":
-        return math.ceil(unit_price_fen * half_hours(minutes) / 2)
+        return -(-unit_price_fen * half_hours(minutes) // 2)  # integer ceil: no float rounding of large fen
     raise ValueError(f"unknown unit {unit!r}")
 
 

@@ -27,6 +27,7 @@ from kernel.runtime import Runtime
 from orders.models import Elder, Order, ServiceType, Visit, VisitFlag
 from orders.pricing import price_fen
 from orders.service import apply_event, load_order, parse_uuid
+from supervision.service import Blacklisted
 
 LIVE = ("assigned", "en_route", "in_service")
 Outcome = Literal["completed", "elder_absent", "aborted"]
@@ -208,7 +209,7 @@ async def check_out(session: AsyncSession, rt: Runtime, access: Access, visit_id
     visit.check_out_at, visit.check_out_lat, visit.check_out_lon = now, lat, lon
     visit.duration_min = max(0, int((now - visit.check_in_at).total_seconds() // 60))
     visit.tasks_done, visit.notes, visit.outcome = tasks_done, notes, outcome
-    visit.actual_price_fen = price_fen(service.unit, service.price_fen, max(visit.duration_min, 1))
+    visit.actual_price_fen = price_fen(service.unit, service.price_fen, visit.duration_min)
     visit.status = "completed"
     flags = []
     too_short_below = service.default_duration_min * rt.settings.visits.too_short_fraction
@@ -308,8 +309,14 @@ async def settle_billing(session: AsyncSession, rt: Runtime, visit: Visit, order
             visit.billing = "held"
     elif visit.confirmed_at is not None or any(f.flag == "no_confirmation" and f.decision == "approved"
                                                 for f in flags):
-        await billing.capture(session, rt.clock, visit)
-        visit.billing = "captured"
+        try:
+            await billing.capture(session, rt.clock, visit)
+        except Blacklisted as refused:  # the confirmation stands; the visit is not billed, and the statement says why
+            await billing.exclude(session, rt.clock, visit, refused.code)
+            await billing.release(session, rt.clock, order)
+            visit.billing = "excluded"
+        else:
+            visit.billing = "captured"
 
 
 async def resolve_flag(session: AsyncSession, rt: Runtime, access: Access, visit_id: str, flag: str,

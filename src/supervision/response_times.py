@@ -3,9 +3,12 @@
 Measured from `received_at` (the message reached vnh) to `acknowledged_at` (a dispatcher acknowledged), as
 decisions §5 says; the device's own clock lag (`received_at - device_ts`) is reported beside it, never mixed in.
 
-An alarm counts towards "within T seconds" once its outcome is known: it was acknowledged, or T seconds have
-passed since it arrived without acknowledgement (a miss). Alarms still inside their first T seconds are pending and
-left out of that percentage, so a report taken mid-shift does not count fresh alarms as failures.
+For each threshold T (60 s and 180 s) every alarm is exactly one of: hit (acknowledged within T), late
+(acknowledged after T), missed (not acknowledged and older than T: it counts against the share, it is not pending)
+or pending (not acknowledged and younger than T: its outcome is not known yet). "Within T" is hits over hits, late and
+missed; pending alarms are left out of it and reported beside it, so a report taken mid-shift neither counts fresh
+alarms as failures nor hides the old unanswered ones. A target is met (True) or failed (False) only when no pending
+alarm could change the verdict; otherwise it is None.
 
 Targets (design.md §4): 98.5% within 60 s (BS/EN practice); 97.5% within 60 s and 99% within 180 s (UK TSA code).
 """
@@ -54,6 +57,9 @@ class ResponseTimes:
     within_60s_pct: float | None  # of alarms whose 60 s outcome is known
     within_180s_pct: float | None
     pending_60s: int  # unacknowledged alarms younger than 60 s: not yet counted either way
+    pending_180s: int
+    missed_60s: int  # unacknowledged alarms older than 60 s: counted against the 60 s share
+    missed_180s: int
     device_lag_p50_s: float | None  # received_at - device ts, for alarms a device raised
     device_lag_p99_s: float | None
     targets: dict[str, bool | None] = field(default_factory=dict)  # None while nothing is known
@@ -83,13 +89,13 @@ def _measures(now: datetime) -> list[ColumnElement[Any]]:
     acked = Alarm.acknowledged_at.is_not(None)
     age = _seconds(literal(now), Alarm.received_at)
 
-    def within(limit: int) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    def within(limit: int) -> list[ColumnElement[Any]]:
         hit = func.count().filter(acked, to_ack <= limit)
         known = func.count().filter(acked | (age >= limit))
-        return hit, known
+        return [_pct(hit, known).label(f"within{limit}"), hit.label(f"hit{limit}"), known.label(f"known{limit}"),
+                func.count().filter(~acked, age < limit).label(f"pending{limit}"),
+                func.count().filter(~acked, age >= limit).label(f"missed{limit}")]
 
-    hit60, known60 = within(60)
-    hit180, known180 = within(180)
     return [
         func.count().label("count"),
         func.count().filter(acked).label("acknowledged"),
@@ -97,25 +103,35 @@ def _measures(now: datetime) -> list[ColumnElement[Any]]:
         func.percentile_cont(0.9).within_group(to_ack).label("p90"),
         func.percentile_cont(0.99).within_group(to_ack).label("p99"),
         func.max(to_ack).label("max"),
-        _pct(hit60, known60).label("within60"),
-        _pct(hit180, known180).label("within180"),
-        func.count().filter(~acked, age < 60).label("pending60"),
+        *within(60),
+        *within(180),
         func.percentile_cont(0.5).within_group(lag).label("lag50"),
         func.percentile_cont(0.99).within_group(lag).label("lag99"),
     ]
+
+
+def target_met(hits: int, known: int, pending: int, *, share_pct: float) -> bool | None:
+    """Whether `share_pct` of the alarms were acknowledged in time: decided only when every pending alarm, hit or
+    missed, would leave the verdict as it is (None when nothing is known or the pending ones could tip it)."""
+    total = known + pending
+    if total == 0:
+        return None
+    worst = hits * 100.0 / total >= share_pct  # every pending alarm missed
+    best = (hits + pending) * 100.0 / total >= share_pct  # every pending alarm answered in time
+    return worst if worst == best else None
 
 
 def _row(key: str | None, r: Any) -> ResponseTimes:
     def rounded(value: float | None, digits: int = 1) -> float | None:
         return None if value is None else round(float(value), digits)
 
-    within = {60: r.within60, 180: r.within180}
-    targets = {t.name: (None if within[t.within_s] is None else float(within[t.within_s]) >= t.share_pct)
-               for t in TARGETS}
+    outcomes = {60: (r.hit60, r.known60, r.pending60), 180: (r.hit180, r.known180, r.pending180)}
+    targets = {t.name: target_met(*outcomes[t.within_s], share_pct=t.share_pct) for t in TARGETS}
     return ResponseTimes(
         key=key, count=r.count, acknowledged=r.acknowledged, unacknowledged=r.count - r.acknowledged,
         p50_s=rounded(r.p50), p90_s=rounded(r.p90), p99_s=rounded(r.p99), max_s=rounded(r.max),
         within_60s_pct=rounded(r.within60, 2), within_180s_pct=rounded(r.within180, 2), pending_60s=r.pending60,
+        pending_180s=r.pending180, missed_60s=r.missed60, missed_180s=r.missed180,
         device_lag_p50_s=rounded(r.lag50), device_lag_p99_s=rounded(r.lag99), targets=targets)
 
 

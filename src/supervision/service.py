@@ -12,6 +12,7 @@ from typing import Literal
 from sqlalchemy import ColumnElement, DateTime, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kernel.errors import Conflict
 from supervision.models import BlacklistEntry
 
 
@@ -47,3 +48,25 @@ async def blacklisted_among(session: AsyncSession, subjects: Iterable[Subject], 
         return set()
     rows = await session.execute(_LISTED_AMONG, {"ids": list({sid for _, sid in wanted}), "at": at})
     return {Subject(kind, sid) for kind, sid in rows.all() if (kind, sid) in wanted}  # type: ignore[arg-type]
+
+
+class Blacklisted(Conflict):
+    """409: the caregiver (`caregiver_blacklisted`) or its organisation (`organization_blacklisted`) is on the credit
+    blacklist, so it may take no offer, assignment or billing."""
+
+    code = "caregiver_blacklisted"
+
+
+async def refuse_blacklisted(session: AsyncSession, *, caregiver_id: uuid.UUID, organization_id: uuid.UUID,
+                             at: datetime) -> None:
+    """Raise `Blacklisted` when the caregiver or its organisation is blacklisted at `at`: the same query as
+    matching's filter (`blacklisted_among`), for the paths that name a caregiver without matching (a dispatcher's
+    assignment, an accept, a capture)."""
+    caregiver, organization = Subject("caregiver", caregiver_id), Subject("organization", organization_id)
+    listed = await blacklisted_among(session, (caregiver, organization), at)
+    if caregiver in listed:
+        raise Blacklisted("the caregiver is on the credit blacklist", code="caregiver_blacklisted",
+                          details={"caregiver_id": str(caregiver_id)})
+    if organization in listed:
+        raise Blacklisted("the caregiver's organisation is on the credit blacklist", code="organization_blacklisted",
+                          details={"organization_id": str(organization_id)})

@@ -213,6 +213,8 @@ async def _billing(args: argparse.Namespace) -> int:
         try:
             if args.billing_command == "settle":
                 return await commands.settle(runtime, args.month)
+            if args.billing_command == "verify-export":
+                return await commands.verify_export_issued(runtime, args.file)
             return await commands.verify(runtime)
         finally:
             await runtime.close()
@@ -294,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     settle = billing_sub.add_parser("settle", parents=[common], help="draft every statement of a month")
     settle.add_argument("--month", required=True, help="YYYY-MM (Asia/Shanghai)")
     billing_sub.add_parser("verify", parents=[common], help="prove ledger balances and that nothing is overdrawn")
+    verify_export = billing_sub.add_parser(
+        "verify-export", parents=[common],
+        help="check a settlement export (CSV or XLSX) against its SHA-256: exit 0 intact, 1 altered")
+    verify_export.add_argument("file", type=Path)
+    verify_export.add_argument("--audit", action="store_true",
+                               help="also require the digest in the audit log of vnh's exports (needs the database)")
 
     from devices.cli import add_parsers as add_device_parsers
 
@@ -327,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_audit_verify(args))
         elif args.command == "crypto":
             return asyncio.run(_crypto_rotate(args))
+        elif args.command == "billing" and args.billing_command == "verify-export" and not args.audit:
+            from billing.commands import verify_export_file
+
+            return verify_export_file(args.file)  # the file alone: no servers needed
         elif args.command == "billing":
             return asyncio.run(_billing(args))
         elif args.command in ("devices", "simulate"):

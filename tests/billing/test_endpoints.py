@@ -109,7 +109,7 @@ async def test_a_statement_from_draft_to_export_to_approval(client: httpx.AsyncC
     assert "attachment" in exported.headers["content-disposition"]
     rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
     assert rows[0][13:16] == ["服务金额（元）", "政府补贴金额（元）", "个人自付金额（元）"]
-    assert rows[-1][13:16] == ["135.00", "121.50", "13.50"]
+    assert rows[-2][13:16] == ["135.00", "121.50", "13.50"]
     workbook = await client.get(f"/v1/settlements/{statement['id']}/export?format=xlsx", headers=finance)
     assert workbook.status_code == 200
     sheet = load_workbook(io.BytesIO(workbook.content), read_only=True)["结算明细"]

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from billing import service as billing
 from billing import settlement
-from billing.export import HEADERS, csv_chunks, statement_header, xlsx_file
+from billing.export import HEADERS, csv_export, statement_header, xlsx_export
 from billing.models import Program, Settlement, SettlementLine
 from dispatch.models import Organization
 from kernel.clock import ManualClock
@@ -182,12 +182,15 @@ async def test_exports_read_back_with_chinese_headers_and_amounts_in_yuan(
     statement = await _draft(runtime, program, org, MARCH)
     async with runtime.database.unit_of_work() as s:
         header = await statement_header(s, statement)
-    raw = b"".join([chunk async for chunk in csv_chunks(runtime.database, header)])
+    built = await csv_export(runtime.database, header)
+    with built.file:
+        raw = built.file.read()
     assert raw.startswith("\ufeff".encode())
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     assert rows[0] == list(HEADERS)
     assert rows[0][:3] == ["序号", "结算单号", "购买服务项目"]
-    body, totals = rows[1:-1], rows[-1]
+    body, totals, digest = rows[1:-2], rows[-2], rows[-1]
+    assert digest == ["完整性校验 SHA-256", built.content_sha256]
     assert len(body) == 6
     assert body[0][5] == "正常结算" and body[0][9] == elder.name and "*" in body[0][10]
     assert body[0][11] == "生活照料" and body[0][12] == "2026-03-03 10:00"
@@ -196,10 +199,10 @@ async def test_exports_read_back_with_chinese_headers_and_amounts_in_yuan(
     assert body[-1][16] == "审核不通过：签到位置偏离老人住址：距离老人住址3公里"
     assert totals[0] == "合计" and (totals[13], totals[14], totals[15]) == ("75.00", "67.50", "7.50")
 
-    target = await xlsx_file(runtime.database, header)
+    target = (await xlsx_export(runtime.database, header)).file
     try:
         book = load_workbook(target, read_only=True)
-        assert book.sheetnames == ["结算汇总", "结算明细"]
+        assert book.sheetnames == ["结算汇总", "结算明细", "完整性校验"]
         summary = {r[0]: r[1] for r in book["结算汇总"].iter_rows(min_row=2, values_only=True)}
         assert summary["结算笔数"] == 5 and summary["政府补贴合计（元）"] == pytest.approx(67.5)
         detail = list(book["结算明细"].iter_rows(values_only=True))
