@@ -3,7 +3,6 @@ dispatcher's exception queue."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -13,7 +12,7 @@ from sqlalchemy import select
 
 from kernel.authz import Access
 from kernel.errors import NotFound
-from kernel.fields import Crs, Latitude, Longitude
+from kernel.fields import AwareTime, Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
 from orders import schemas, service, visits
@@ -40,18 +39,19 @@ async def create_order(data: schemas.OrderCreate, session: SessionDep, runtime: 
     """Same `Idempotency-Key` and body: the same order (200); same key, other body: 409 `idempotency_conflict`."""
     service.check_priority_allowed(access, data.priority)
     elder_id = service.parse_uuid(data.elder_id, "elder")
+    channel = data.channel
     if access.principal.role == "caregiver":
-        # a caregiver orders on behalf of an elder it has served (decisions §2)
-        cg = uuid.UUID(access.principal.caregiver_id or str(uuid.UUID(int=0)))
-        served = await visits.previous_caregivers(session, elder_id, datetime.min.replace(tzinfo=runtime.settings.tz))
-        if cg not in served:
+        # a caregiver orders on behalf of an elder it has served, ever (decisions §2), and says so in the channel
+        cg = service.parse_uuid(access.principal.caregiver_id or "", "caregiver")
+        if cg not in await visits.previous_caregivers(session, elder_id):
             raise NotFound("elder not found")
+        channel = "caregiver"
     else:
         from orders.elders import load_elder
 
         await load_elder(session, access, data.elder_id)
     intake = service.Intake(elder_id=elder_id, service_code=data.service_code, window=data.window,
-                            priority=data.priority, channel=data.channel, notes=data.notes)
+                            priority=data.priority, channel=channel, notes=data.notes)
     order, created = await service.create_order(session, runtime, access, intake, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
@@ -62,8 +62,8 @@ async def create_order(data: schemas.OrderCreate, session: SessionDep, runtime: 
 async def list_orders(session: SessionDep, access: ReadOrders,
                       status: Annotated[str | None, Query(max_length=12)] = None,
                       elder_id: Annotated[str | None, Query(max_length=40)] = None,
-                      from_: Annotated[datetime | None, Query(alias="from")] = None,
-                      to: Annotated[datetime | None, Query()] = None,
+                      from_: Annotated[AwareTime | None, Query(alias="from")] = None,
+                      to: Annotated[AwareTime | None, Query()] = None,
                       cursor: Annotated[str | None, Query(max_length=200)] = None,
                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.Order]:
     rows, next_cursor = await service.list_orders(session, access, status=status, elder_id=elder_id, from_=from_,

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.fields import (
+    AwareTime,
     ContactPhone,
     CountyCode,
     Crs,
@@ -166,15 +167,8 @@ class Service(BaseModel):
 
 class Window(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: datetime | None = None
-    end: datetime | None = None
-
-    @model_validator(mode="after")
-    def _aware(self) -> Window:
-        for value in (self.start, self.end):
-            if value is not None and value.tzinfo is None:
-                raise ValueError("window times need a UTC offset (RFC 3339)")
-        return self
+    start: AwareTime | None = None
+    end: AwareTime | None = None
 
 
 class OrderCreate(BaseModel):
