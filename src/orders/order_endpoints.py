@@ -12,17 +12,19 @@ from sqlalchemy import select
 
 from kernel.authz import Access
 from kernel.errors import NotFound
-from kernel.fields import AwareTime, Crs, Latitude, Longitude
+from kernel.fields import AwareTime, CountyCode, Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
 from orders import schemas, service, visits
 from orders.models import Order, Visit, VisitFlag
+from orders.state import queue_reason
 
 router = APIRouter(tags=["orders"])
 VisitFlagName = Literal["far_check_in", "too_short", "overlap", "no_confirmation", "impossible_travel"]
 
 CreateOrders = Annotated[Access, Depends(authorize("orders.create"))]
 ReadOrders = Annotated[Access, Depends(authorize("orders.read"))]
+ReadQueue = Annotated[Access, Depends(authorize("orders.queue.read"))]
 CancelOrders = Annotated[Access, Depends(authorize("orders.cancel"))]
 WorkVisits = Annotated[Access, Depends(authorize("visits.work"))]
 ReadVisits = Annotated[Access, Depends(authorize("visits.read"))]
@@ -58,17 +60,31 @@ async def create_order(data: schemas.OrderCreate, session: SessionDep, runtime: 
     return service.to_schema(order, await service.history(session, order.id))
 
 
-@router.get("/v1/orders", response_model=Page[schemas.Order])
+@router.get("/v1/orders", response_model=Page[schemas.OrderListItem])
 async def list_orders(session: SessionDep, access: ReadOrders,
                       status: Annotated[str | None, Query(max_length=12)] = None,
                       elder_id: Annotated[str | None, Query(max_length=40)] = None,
                       from_: Annotated[AwareTime | None, Query(alias="from")] = None,
                       to: Annotated[AwareTime | None, Query()] = None,
                       cursor: Annotated[str | None, Query(max_length=200)] = None,
-                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.Order]:
+                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.OrderListItem]:
+    """List items leave out `history`: `GET /v1/orders/{id}` has it."""
     rows, next_cursor = await service.list_orders(session, access, status=status, elder_id=elder_id, from_=from_,
                                                   to=to, cursor=cursor, limit=limit)
-    return Page(items=[service.to_schema(o) for o in rows], next_cursor=next_cursor)
+    return Page(items=[service.to_list_item(o) for o in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/dispatch/queue", response_model=Page[schemas.QueueItem])
+async def dispatcher_queue(session: SessionDep, access: ReadQueue,
+                           region_code: Annotated[CountyCode | None, Query()] = None,
+                           cursor: Annotated[str | None, Query(max_length=200)] = None,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.QueueItem]:
+    """The dispatcher's queue: `unfulfilled` orders of the caller's region, newest first, each with why it waits
+    (`reason`) and since when (`queued_at`)."""
+    rows, next_cursor = await service.dispatcher_queue(session, access, region_code=region_code, cursor=cursor,
+                                                       limit=limit)
+    return Page(items=[schemas.QueueItem(order=service.to_list_item(o), reason=queue_reason(detail), detail=detail,
+                                         queued_at=at) for o, detail, at in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/orders/{order_id}", response_model=schemas.Order)

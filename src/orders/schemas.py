@@ -18,6 +18,7 @@ from kernel.fields import (
     VillageCode,
 )
 from orders.models import CATEGORIES
+from orders.state import QueueReason
 
 Gender = Literal["male", "female"]
 Category = Literal[
@@ -189,7 +190,9 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
 
 
-class Order(BaseModel):
+class OrderListItem(BaseModel):
+    """An order as lists show it; the single-order read adds its `history`."""
+
     id: str
     elder_id: str
     service_code: str
@@ -209,7 +212,22 @@ class Order(BaseModel):
     assigned_caregiver_id: str | None
     visit_id: str | None
     created_at: datetime
+
+
+class Order(OrderListItem):
     history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class QueueItem(BaseModel):
+    """An order waiting in the dispatcher's queue (`unfulfilled`) and why it is there."""
+
+    order: OrderListItem
+    reason: QueueReason = Field(description="nobody_in_reach: no qualified caregiver within reach at dispatch; "
+                                            "nobody_accepted: every qualified caregiver declined or let it expire; "
+                                            "assigned_caregiver_declined / assigned_caregiver_expired: the caregiver "
+                                            "a dispatcher chose said no; hotline_callback: a call-back request")
+    detail: str | None = Field(description="the reason as recorded in the order's history")
+    queued_at: datetime = Field(description="when the order entered the queue")
 
 
 class CancelRequest(BaseModel):
