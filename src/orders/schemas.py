@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -145,8 +145,9 @@ RevealField = Literal["id_number", "phone", "address", "emergency_contacts"]
 
 class RevealRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    fields: list[RevealField] = Field(min_length=1)
     reason: str = Field(min_length=4, max_length=500)
+    fields: list[RevealField] = Field(default_factory=lambda: list(get_args(RevealField)), min_length=1,
+                                      description="which to unmask; all of them when left out")
 
 
 class Revealed(BaseModel):

@@ -187,3 +187,12 @@ def _path(value: str) -> str:
 def _query(params: dict[str, str]) -> str:
     """Percent-encoded as raw bytes, lone surrogates included (no client library would send them; an attacker does)."""
     return "&".join(f"{k}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}" for k, v in params.items())
+
+
+async def test_the_service_catalogue_is_a_list_like_every_other(world: World) -> None:
+    answer = await world.client.get("/v1/services", headers=world.family)
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    assert set(page) == {"items", "next_cursor"} and page["next_cursor"] is None
+    codes = {s["code"] for s in page["items"]}
+    assert {"daily_care", "emergency_response", "hotline_callback"} <= codes
