@@ -14,7 +14,9 @@ from urllib.parse import quote
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from kernel.audit import AuditEntry
 from kernel.clock import ManualClock
 from kernel.runtime import Runtime
 from tests.conftest import login_headers
@@ -125,6 +127,9 @@ async def test_a_failed_request_does_not_reset_the_clients_next_one(runtime: Run
     finally:
         server.should_exit = True
         await serving
+    async with runtime.database.unit_of_work() as session:  # still audited as a failure
+        failures = (await session.scalars(select(AuditEntry.summary).where(AuditEntry.action == "http.failed"))).all()
+    assert [f["path"] for f in failures] == ["/v1/test-failure"]
 
 
 _times = st.one_of(
