@@ -127,8 +127,10 @@ async def get_settlement(settlement_id: str, session: SessionDep, access: ReadSe
 @router.post("/v1/settlements/{settlement_id}/approve", response_model=schemas.Settlement)
 async def approve_settlement(settlement_id: str, session: SessionDep, clock: ClockDep,
                              access: ApproveSettlements) -> schemas.Settlement:
+    """Closes the statement and answers it as `GET /v1/settlements/{id}` does: totals and the first page of lines."""
     approved = await settlement.approve_settlement(session, clock, access, settlement_id)
-    return settlement.to_schema(approved)
+    lines, next_cursor = await settlement.lines_page(session, approved, cursor=None, limit=500)
+    return settlement.to_schema(approved, lines, next_cursor)
 
 
 @router.get("/v1/settlements/{settlement_id}/export")

@@ -72,12 +72,13 @@ async def create_caregiver(data: schemas.CaregiverCreate, session: SessionDep, c
 async def list_caregivers(session: SessionDep, access: ReadCaregivers,
                           organization_id: Annotated[str | None, Query()] = None) -> Page[schemas.Caregiver]:
     rows = await registry.list_caregivers(session, access, organization_id)
-    return Page(items=[registry.to_schema(c) for c in rows])
+    return Page(items=await registry.caregiver_schemas(session, list(rows)))
 
 
 @router.get("/v1/caregivers/{caregiver_id}", response_model=schemas.Caregiver)
 async def get_caregiver(caregiver_id: str, session: SessionDep, access: ReadCaregivers) -> schemas.Caregiver:
-    return registry.to_schema(await registry.get_caregiver(session, access, caregiver_id))
+    caregiver = await registry.get_caregiver(session, access, caregiver_id)
+    return (await registry.caregiver_schemas(session, [caregiver]))[0]
 
 
 @router.patch("/v1/caregivers/{caregiver_id}", response_model=schemas.Caregiver)
@@ -85,7 +86,7 @@ async def update_caregiver(caregiver_id: str, data: schemas.CaregiverUpdate, ses
                            cipher: CipherDep, access: UpdateCaregiver) -> schemas.Caregiver:
     caregiver = await registry.update_caregiver(session, clock, cipher, access, caregiver_id, data)
     await session.refresh(caregiver)
-    return registry.to_schema(caregiver)
+    return (await registry.caregiver_schemas(session, [caregiver]))[0]
 
 
 # --- the caregiver app --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from kernel.runtime import Runtime
 from orders import visits
 from orders.models import Order
 from orders.service import apply_event, load_order, parse_uuid
-from orders.state import OPEN_FOR_ASSIGNMENT
+from orders.state import NOBODY_IN_REACH, NOBODY_LEFT, OPEN_FOR_ASSIGNMENT, manual_offer_ended
 from supervision.service import refuse_blacklisted
 
 SYSTEM = "system:dispatch"
@@ -74,8 +74,7 @@ async def dispatch_order(session: AsyncSession, rt: Runtime, order: Order, *,
     count = rt.settings.dispatch.urgent_k if order.priority == "urgent" else 1
     best = ranked.ranked[:count]
     if not best:
-        await apply_event(session, rt, order, "to_dispatcher", SYSTEM,
-                          "no qualified caregiver left" if tried else "no qualified caregiver in reach")
+        await apply_event(session, rt, order, "to_dispatcher", SYSTEM, NOBODY_LEFT if tried else NOBODY_IN_REACH)
         return []
     kind = "urgent" if order.priority == "urgent" else "loop"
     made = [await make_offer(session, rt, order, s.candidate.caregiver_id, kind,
@@ -116,7 +115,7 @@ async def _after_no(session: AsyncSession, rt: Runtime, order: Order, offer: Off
     if order.status != "offered":
         return
     if offer.kind == "manual":
-        await apply_event(session, rt, order, "to_dispatcher", SYSTEM, f"assigned caregiver {offer.status}")
+        await apply_event(session, rt, order, "to_dispatcher", SYSTEM, manual_offer_ended(offer.status))
     elif offer.kind == "batch":
         await apply_event(session, rt, order, "await_batch", SYSTEM, f"batch offer {offer.status}")
     else:

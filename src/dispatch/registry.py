@@ -139,6 +139,21 @@ async def list_caregivers(session: AsyncSession, access: Access, organization_id
     ]
 
 
+async def logins_of(session: AsyncSession, caregiver_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The app login (user id) of each caregiver, in one query."""
+    if not caregiver_ids:
+        return {}
+    rows = await session.execute(select(User.caregiver_id, User.id).where(
+        User.role == "caregiver", User.caregiver_id.in_(caregiver_ids)))
+    return {cid: uid for cid, uid in rows.all() if cid is not None}
+
+
+async def caregiver_schemas(session: AsyncSession, caregivers: list[Caregiver]) -> list[schemas.Caregiver]:
+    """Caregivers as the API shows them, each with its login's `user_id`."""
+    logins = await logins_of(session, [c.id for c in caregivers])
+    return [to_schema(c, logins.get(c.id)) for c in caregivers]
+
+
 def to_schema(caregiver: Caregiver, user_id: uuid.UUID | None = None) -> schemas.Caregiver:
     return schemas.Caregiver(
         id=str(caregiver.id), organization_id=str(caregiver.organization_id), name=caregiver.name,

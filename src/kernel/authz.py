@@ -76,6 +76,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
         "admin": "all", "dispatcher": "region", "org_admin": "organization", "caregiver": "own", "elder": "own",
         "auditor": "region",
     },
+    "orders.queue.read": {"admin": "all", "dispatcher": "region", "auditor": "region"},
     "orders.cancel": {"admin": "all", "dispatcher": "region", "elder": "own"},
     "orders.assign": {"admin": "all", "dispatcher": "region"},
     "orders.candidates": {"admin": "all", "dispatcher": "region"},

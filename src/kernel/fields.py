@@ -2,13 +2,14 @@
 
 Every failure, including a wrong JSON type, is a `PydanticCustomError` whose type is the service's error code
 (`invalid_id_number`, `invalid_id_birth_date`, `unknown_id_region`, `invalid_phone`, `invalid_region_code`,
-`invalid_coordinates`); messages are short English and never contain the offending value. Note that pydantic's
-own error records still carry the raw `input`: the HTTP error handler must not echo it.
+`invalid_coordinates`, `invalid_time`); messages are short English and never contain the offending value. Note that
+pydantic's own error records still carry the raw `input`: the HTTP error handler must not echo it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
@@ -77,6 +78,25 @@ def _coordinate(predicate: Callable[[float], bool], message: str) -> Callable[[f
     return check
 
 
+#: The times the service accepts: wide enough for every real window, birth and report range, narrow enough that
+#: any offset arithmetic stays inside PostgreSQL's and Python's ranges (year 1 at +08:00 is year 0 in UTC).
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+_TIME_MESSAGE = "must be an RFC 3339 time with a UTC offset, from 2000 to 2099"
+
+
+def _time(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PydanticCustomError("invalid_time", "time needs a UTC offset (RFC 3339)")
+    try:
+        in_range = EARLIEST_TIME <= value < LATEST_TIME
+    except OverflowError:  # an offset pushing year 1 or 9999 outside datetime's range
+        in_range = False
+    if not in_range:
+        raise PydanticCustomError("invalid_time", _TIME_MESSAGE)
+    return value
+
+
 def _same(value: T) -> T:
     return value
 
@@ -141,6 +161,14 @@ Crs = Annotated[
     _CrsLiteral,
     _wrapped("invalid_coordinates", _CRS_MESSAGE, _same),
     Field(description="Datum of lat/lon: wgs84 (GPS), gcj02 (Amap, Tencent) or bd09 (Baidu)"),
+]
+
+#: A timezone-aware time between 2000 and 2099 (request bodies and query parameters); anything else is 422
+#: `invalid_time`, never a time the database or the offset arithmetic would overflow on.
+AwareTime = Annotated[
+    datetime,
+    _wrapped("invalid_time", _TIME_MESSAGE, _time),
+    Field(description="RFC 3339 time with offset, years 2000-2099", json_schema_extra={"format": "date-time"}),
 ]
 
 

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -104,7 +104,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 _OUR_VALIDATION_CODES = frozenset(
     {"invalid_id_number", "invalid_id_birth_date", "unknown_id_region", "id_number_mismatch", "invalid_phone",
-     "invalid_region_code", "invalid_coordinates"}
+     "invalid_region_code", "invalid_coordinates", "invalid_time"}
 )
 
 
@@ -179,7 +179,38 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(Exception, on_unexpected)  # errors of the outer middleware only
+    app.add_middleware(UnexpectedErrorMiddleware, render=on_unexpected)
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected error with the 500 body and ends the request there. Starlette's own handler for
+    `Exception` re-raises after answering, and the server then closes the connection, so a keep-alive client's
+    next request was reset; here the exception stops once answered. Installed innermost of the middleware."""
+
+    def __init__(self, app: ASGIApp, render: Callable[[Request, Exception], Awaitable[JSONResponse]]) -> None:
+        self.app = app
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:  # half an answer is out: only closing the connection can tell the client
+                raise
+            response = await self.render(Request(scope, receive), exc)
+            await response(scope, receive, send)
 
 
 MAX_BODY_BYTES = 1_000_000

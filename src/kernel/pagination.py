@@ -13,6 +13,7 @@ from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from kernel.errors import Unprocessable
+from kernel.fields import EARLIEST_TIME, LATEST_TIME
 
 T = TypeVar("T")
 MAX_LIMIT = 500
@@ -30,7 +31,11 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created, rid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), uuid.UUID(rid)
+        at = datetime.fromisoformat(created)
+        # a forged time the database cannot hold (year 1 at +08:00) or without an offset is as bad as garbage
+        if at.utcoffset() is None or not EARLIEST_TIME <= at < LATEST_TIME:
+            raise ValueError("cursor time out of range")
+        return at, uuid.UUID(rid)
     except Exception as exc:
         raise Unprocessable("invalid cursor", code="invalid_cursor") from exc
 

@@ -60,8 +60,9 @@ async def reveal_personal_data(elder_id: str, data: schemas.RevealRequest, sessi
     return await elders.reveal(session, clock, cipher, access, elder_id, data)
 
 
-@router.get("/v1/services", response_model=list[schemas.Service])
-async def service_catalogue(session: SessionDep, access: ReadServices) -> list[schemas.Service]:
+@router.get("/v1/services", response_model=Page[schemas.Service])
+async def service_catalogue(session: SessionDep, access: ReadServices) -> Page[schemas.Service]:
+    """The whole catalogue in one page (a few dozen entries), in the list shape every list has."""
     del access
     rows = (await session.scalars(select(ServiceType).where(ServiceType.active).order_by(ServiceType.code))).all()
-    return [schemas.Service.model_validate(r, from_attributes=True) for r in rows]
+    return Page(items=[schemas.Service.model_validate(r, from_attributes=True) for r in rows], next_cursor=None)

@@ -3,7 +3,6 @@ dispatcher's exception queue."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -13,17 +12,19 @@ from sqlalchemy import select
 
 from kernel.authz import Access
 from kernel.errors import NotFound
-from kernel.fields import Crs, Latitude, Longitude
+from kernel.fields import AwareTime, CountyCode, Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
 from orders import schemas, service, visits
 from orders.models import Order, Visit, VisitFlag
+from orders.state import queue_reason
 
 router = APIRouter(tags=["orders"])
 VisitFlagName = Literal["far_check_in", "too_short", "overlap", "no_confirmation", "impossible_travel"]
 
 CreateOrders = Annotated[Access, Depends(authorize("orders.create"))]
 ReadOrders = Annotated[Access, Depends(authorize("orders.read"))]
+ReadQueue = Annotated[Access, Depends(authorize("orders.queue.read"))]
 CancelOrders = Annotated[Access, Depends(authorize("orders.cancel"))]
 WorkVisits = Annotated[Access, Depends(authorize("visits.work"))]
 ReadVisits = Annotated[Access, Depends(authorize("visits.read"))]
@@ -40,35 +41,50 @@ async def create_order(data: schemas.OrderCreate, session: SessionDep, runtime: 
     """Same `Idempotency-Key` and body: the same order (200); same key, other body: 409 `idempotency_conflict`."""
     service.check_priority_allowed(access, data.priority)
     elder_id = service.parse_uuid(data.elder_id, "elder")
+    channel = data.channel
     if access.principal.role == "caregiver":
-        # a caregiver orders on behalf of an elder it has served (decisions §2)
-        cg = uuid.UUID(access.principal.caregiver_id or str(uuid.UUID(int=0)))
-        served = await visits.previous_caregivers(session, elder_id, datetime.min.replace(tzinfo=runtime.settings.tz))
-        if cg not in served:
+        # a caregiver orders on behalf of an elder it has served, ever (decisions §2), and says so in the channel
+        cg = service.parse_uuid(access.principal.caregiver_id or "", "caregiver")
+        if cg not in await visits.previous_caregivers(session, elder_id):
             raise NotFound("elder not found")
+        channel = "caregiver"
     else:
         from orders.elders import load_elder
 
         await load_elder(session, access, data.elder_id)
     intake = service.Intake(elder_id=elder_id, service_code=data.service_code, window=data.window,
-                            priority=data.priority, channel=data.channel, notes=data.notes)
+                            priority=data.priority, channel=channel, notes=data.notes)
     order, created = await service.create_order(session, runtime, access, intake, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
     return service.to_schema(order, await service.history(session, order.id))
 
 
-@router.get("/v1/orders", response_model=Page[schemas.Order])
+@router.get("/v1/orders", response_model=Page[schemas.OrderListItem])
 async def list_orders(session: SessionDep, access: ReadOrders,
                       status: Annotated[str | None, Query(max_length=12)] = None,
                       elder_id: Annotated[str | None, Query(max_length=40)] = None,
-                      from_: Annotated[datetime | None, Query(alias="from")] = None,
-                      to: Annotated[datetime | None, Query()] = None,
+                      from_: Annotated[AwareTime | None, Query(alias="from")] = None,
+                      to: Annotated[AwareTime | None, Query()] = None,
                       cursor: Annotated[str | None, Query(max_length=200)] = None,
-                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.Order]:
+                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.OrderListItem]:
+    """List items leave out `history`: `GET /v1/orders/{id}` has it."""
     rows, next_cursor = await service.list_orders(session, access, status=status, elder_id=elder_id, from_=from_,
                                                   to=to, cursor=cursor, limit=limit)
-    return Page(items=[service.to_schema(o) for o in rows], next_cursor=next_cursor)
+    return Page(items=[service.to_list_item(o) for o in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/dispatch/queue", response_model=Page[schemas.QueueItem])
+async def dispatcher_queue(session: SessionDep, access: ReadQueue,
+                           region_code: Annotated[CountyCode | None, Query()] = None,
+                           cursor: Annotated[str | None, Query(max_length=200)] = None,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page[schemas.QueueItem]:
+    """The dispatcher's queue: `unfulfilled` orders of the caller's region, newest first, each with why it waits
+    (`reason`) and since when (`queued_at`)."""
+    rows, next_cursor = await service.dispatcher_queue(session, access, region_code=region_code, cursor=cursor,
+                                                       limit=limit)
+    return Page(items=[schemas.QueueItem(order=service.to_list_item(o), reason=queue_reason(detail), detail=detail,
+                                         queued_at=at) for o, detail, at in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/orders/{order_id}", response_model=schemas.Order)

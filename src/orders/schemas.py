@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.fields import (
+    AwareTime,
     ContactPhone,
     CountyCode,
     Crs,
@@ -17,6 +18,7 @@ from kernel.fields import (
     VillageCode,
 )
 from orders.models import CATEGORIES
+from orders.state import QueueReason
 
 Gender = Literal["male", "female"]
 Category = Literal[
@@ -143,8 +145,9 @@ RevealField = Literal["id_number", "phone", "address", "emergency_contacts"]
 
 class RevealRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    fields: list[RevealField] = Field(min_length=1)
     reason: str = Field(min_length=4, max_length=500)
+    fields: list[RevealField] = Field(default_factory=lambda: list(get_args(RevealField)), min_length=1,
+                                      description="which to unmask; all of them when left out")
 
 
 class Revealed(BaseModel):
@@ -166,15 +169,8 @@ class Service(BaseModel):
 
 class Window(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: datetime | None = None
-    end: datetime | None = None
-
-    @model_validator(mode="after")
-    def _aware(self) -> Window:
-        for value in (self.start, self.end):
-            if value is not None and value.tzinfo is None:
-                raise ValueError("window times need a UTC offset (RFC 3339)")
-        return self
+    start: AwareTime | None = None
+    end: AwareTime | None = None
 
 
 class OrderCreate(BaseModel):
@@ -195,7 +191,9 @@ class HistoryEntry(BaseModel):
     reason: str | None = None
 
 
-class Order(BaseModel):
+class OrderListItem(BaseModel):
+    """An order as lists show it; the single-order read adds its `history`."""
+
     id: str
     elder_id: str
     service_code: str
@@ -215,7 +213,22 @@ class Order(BaseModel):
     assigned_caregiver_id: str | None
     visit_id: str | None
     created_at: datetime
+
+
+class Order(OrderListItem):
     history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class QueueItem(BaseModel):
+    """An order waiting in the dispatcher's queue (`unfulfilled`) and why it is there."""
+
+    order: OrderListItem
+    reason: QueueReason = Field(description="nobody_in_reach: no qualified caregiver within reach at dispatch; "
+                                            "nobody_accepted: every qualified caregiver declined or let it expire; "
+                                            "assigned_caregiver_declined / assigned_caregiver_expired: the caregiver "
+                                            "a dispatcher chose said no; hotline_callback: a call-back request")
+    detail: str | None = Field(description="the reason as recorded in the order's history")
+    queued_at: datetime = Field(description="when the order entered the queue")
 
 
 class CancelRequest(BaseModel):

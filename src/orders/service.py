@@ -8,9 +8,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import service as billing
@@ -23,7 +23,7 @@ from kernel.runtime import Runtime
 from orders import schemas
 from orders.models import Elder, IdempotencyRecord, Order, OrderEvent, ServiceType
 from orders.pricing import price_fen, service_month
-from orders.state import transition
+from orders.state import HOTLINE_CALLBACK_REASON, transition
 
 ASAP_WINDOW = timedelta(hours=2)
 MAX_LEAD = timedelta(days=90)
@@ -162,7 +162,7 @@ async def create_order(session: AsyncSession, rt: Runtime, actor: Actor, intake:
     from dispatch import offers  # dispatch calls back into orders for transitions: import at use
 
     if service.code == HOTLINE_CALLBACK:
-        await apply_event(session, rt, order, "to_dispatcher", "system:dispatch", "hotline call-back")
+        await apply_event(session, rt, order, "to_dispatcher", "system:dispatch", HOTLINE_CALLBACK_REASON)
     elif not scheduled:
         await offers.dispatch_order(session, rt, order, new=True)
     return order, True
@@ -245,14 +245,46 @@ async def list_orders(session: AsyncSession, access: Access, *, status: str | No
     return rows, next_cursor
 
 
+async def dispatcher_queue(session: AsyncSession, access: Access, *, region_code: str | None, cursor: str | None,
+                           limit: int) -> tuple[list[tuple[Order, str | None, datetime]], str | None]:
+    """Orders waiting for a dispatcher (`unfulfilled`) in the caller's region, newest first, each with the
+    reason and time of its latest move to the queue."""
+    queued = (select(OrderEvent.reason, OrderEvent.at)
+              .where(OrderEvent.order_id == Order.id, OrderEvent.event == "to_dispatcher")
+              .order_by(OrderEvent.id.desc()).limit(1).lateral())
+    query = (select(Order, queued.c.reason, queued.c.at).join(queued, true())
+             .where(Order.status == "unfulfilled", access.region_clause(Order.region_code)))
+    if region_code:
+        query = query.where(Order.region_code == region_code)
+    rows = [(o, reason, at) for o, reason, at in (await session.execute(
+        keyset(query, Order.created_at, Order.id, cursor, limit))).all()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][0].created_at, rows[-1][0].id)
+    return rows, next_cursor
+
+
 def check_priority_allowed(access: Access, priority: str) -> None:
     """`urgent` is for staff; elder and family apps raise an SOS instead (decisions §3)."""
     if priority == "urgent" and access.principal.role in ("elder", "caregiver"):
         raise PermissionDenied("urgent orders are for staff; use SOS", code="priority_not_allowed")
 
 
+def to_list_item(order: Order) -> schemas.OrderListItem:
+    return schemas.OrderListItem(**_order_fields(order))
+
+
 def to_schema(order: Order, events: list[OrderEvent] | None = None) -> schemas.Order:
     return schemas.Order(
+        **_order_fields(order),
+        history=[schemas.HistoryEntry(status=e.status, event=e.event, at=e.at, actor=e.actor, reason=e.reason)
+                 for e in events or []],
+    )
+
+
+def _order_fields(order: Order) -> dict[str, Any]:
+    return dict(
         id=str(order.id), elder_id=str(order.elder_id), service_code=order.service_code,
         region_code=order.region_code, status=order.status, priority=order.priority,
         channel=order.channel, window=None if order.asap else schemas.Window(start=order.window_start,
@@ -262,8 +294,6 @@ def to_schema(order: Order, events: list[OrderEvent] | None = None) -> schemas.O
         program_id=str(order.program_id) if order.program_id else None,
         assigned_caregiver_id=str(order.assigned_caregiver_id) if order.assigned_caregiver_id else None,
         visit_id=str(order.visit_id) if order.visit_id else None, created_at=order.created_at,
-        history=[schemas.HistoryEntry(status=e.status, event=e.event, at=e.at, actor=e.actor, reason=e.reason)
-                 for e in events or []],
     )
 
 
@@ -273,9 +303,11 @@ __all__ = [
     "apply_event",
     "cancel_order",
     "create_order",
+    "dispatcher_queue",
     "history",
     "list_orders",
     "load_order",
+    "to_list_item",
     "to_schema",
     "visible_order",
 ]

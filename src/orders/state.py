@@ -34,6 +34,30 @@ TRANSITIONS: dict[str, dict[OrderStatus, OrderStatus]] = {
     "cancel": {s: "cancelled" for s in ("created", "dispatching", "offered", "assigned", "unfulfilled")},
 }
 
+# Why an order waits in the dispatcher's queue (`unfulfilled`): the `to_dispatcher` event's reason text says it for
+# people, and `queue_reason` gives the code for machines. The texts are made only here.
+QueueReason = Literal["nobody_in_reach", "nobody_accepted", "assigned_caregiver_declined",
+                      "assigned_caregiver_expired", "hotline_callback", "other"]
+NOBODY_IN_REACH = "no qualified caregiver in reach"
+NOBODY_LEFT = "no qualified caregiver left"
+HOTLINE_CALLBACK_REASON = "hotline call-back"
+_QUEUE_REASONS: dict[str, QueueReason] = {
+    NOBODY_IN_REACH: "nobody_in_reach", NOBODY_LEFT: "nobody_accepted",
+    HOTLINE_CALLBACK_REASON: "hotline_callback",
+    "assigned caregiver declined": "assigned_caregiver_declined",
+    "assigned caregiver expired": "assigned_caregiver_expired",
+}
+
+
+def manual_offer_ended(offer_status: str) -> str:
+    """The queue reason text when the caregiver a dispatcher chose declines or lets the offer expire."""
+    return f"assigned caregiver {offer_status}"
+
+
+def queue_reason(text: str | None) -> QueueReason:
+    return _QUEUE_REASONS.get(text or "", "other")
+
+
 TERMINAL: frozenset[OrderStatus] = frozenset({"confirmed", "cancelled"})
 OPEN_FOR_ASSIGNMENT: frozenset[OrderStatus] = frozenset({"created", "dispatching", "offered", "unfulfilled"})
 

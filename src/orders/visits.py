@@ -46,10 +46,13 @@ async def busy_caregivers(session: AsyncSession, ids: Iterable[uuid.UUID], start
     return set(rows.all())
 
 
-async def previous_caregivers(session: AsyncSession, elder_id: uuid.UUID, since: datetime) -> set[uuid.UUID]:
-    rows = await session.scalars(select(Visit.caregiver_id).distinct().where(
-        Visit.elder_id == elder_id, Visit.check_out_at.is_not(None), Visit.check_out_at >= since))
-    return set(rows.all())
+async def previous_caregivers(session: AsyncSession, elder_id: uuid.UUID, since: datetime | None = None
+                              ) -> set[uuid.UUID]:
+    """Caregivers who checked out of a visit to the elder (since `since`, or ever)."""
+    query = select(Visit.caregiver_id).distinct().where(Visit.elder_id == elder_id, Visit.check_out_at.is_not(None))
+    if since is not None:
+        query = query.where(Visit.check_out_at >= since)
+    return set((await session.scalars(query)).all())
 
 
 # Built once: constructing the expression costs more than running it (bench/sos_path.py); values are bound per call.

@@ -12,7 +12,7 @@ from devices import alarms
 from kernel.audit import AuditEntry, verify_chain
 from kernel.authz import Access, region_filter
 from kernel.errors import Unprocessable
-from kernel.fields import CountyCode
+from kernel.fields import AwareTime, CountyCode
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
 from orders import visits
@@ -53,8 +53,8 @@ async def audit_log(session: SessionDep, access: ReadAudit,
                     entity: Annotated[str | None, Query(max_length=60)] = None,
                     entity_id: Annotated[str | None, Query(max_length=100)] = None,
                     region_code: Annotated[CountyCode | None, Query()] = None,
-                    from_: Annotated[datetime | None, Query(alias="from")] = None,
-                    to: Annotated[datetime | None, Query()] = None,
+                    from_: Annotated[AwareTime | None, Query(alias="from")] = None,
+                    to: Annotated[AwareTime | None, Query()] = None,
                     cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Page[AuditRecord]:
     """Newest first, in the caller's region: each row carries the region of what it is about (resolved at insert);
@@ -125,8 +125,8 @@ async def audit_visits(session: SessionDep, access: ReadAudit,
                        organization_id: Annotated[uuid.UUID | None, Query()] = None,
                        caregiver_id: Annotated[uuid.UUID | None, Query()] = None,
                        elder_id: Annotated[uuid.UUID | None, Query()] = None,
-                       from_: Annotated[datetime | None, Query(alias="from")] = None,
-                       to: Annotated[datetime | None, Query()] = None,
+                       from_: Annotated[AwareTime | None, Query(alias="from")] = None,
+                       to: Annotated[AwareTime | None, Query()] = None,
                        flag: Annotated[Literal["far_check_in", "too_short", "overlap", "no_confirmation",
                                                "impossible_travel"] | None, Query()] = None,
                        cursor: Annotated[uuid.UUID | None, Query()] = None,
@@ -159,8 +159,8 @@ class AnomalyOut(BaseModel):
 
 @router.get("/v1/audit/anomalies", response_model=Page[AnomalyOut])
 async def audit_anomalies(session: SessionDep, runtime: RuntimeDep, access: ReadAudit,
-                          from_: Annotated[datetime | None, Query(alias="from")] = None,
-                          to: Annotated[datetime | None, Query()] = None) -> Page[AnomalyOut]:
+                          from_: Annotated[AwareTime | None, Query(alias="from")] = None,
+                          to: Annotated[AwareTime | None, Query()] = None) -> Page[AnomalyOut]:
     """Far check-ins, too-short and overlapping visits, impossible travel, missing confirmations, billing that nobody
     confirmed, and visits of many elders confirmed from one device or app installation (`shared_confirmation_source`),
     in the caller's region (default: the last 31 days)."""
@@ -205,8 +205,8 @@ class ResponseTimesOut(BaseModel):
 @router.get("/v1/audit/alarms/response-times", response_model=ResponseTimesOut)
 async def alarm_response_times(session: SessionDep, runtime: RuntimeDep, access: ReadResponseTimes,
                                region_code: Annotated[CountyCode | None, Query()] = None,
-                               from_: Annotated[datetime | None, Query(alias="from")] = None,
-                               to: Annotated[datetime | None, Query()] = None,
+                               from_: Annotated[AwareTime | None, Query(alias="from")] = None,
+                               to: Annotated[AwareTime | None, Query()] = None,
                                type_: Annotated[alarms.AlarmType | None, Query(alias="type")] = None,
                                ) -> ResponseTimesOut:
     """Seconds from an alarm reaching vnh to a person acknowledging it (p50/p90/p99), the share answered within 60 s
@@ -306,8 +306,8 @@ class BlacklistCreate(BaseModel):
     subject_kind: Literal["organization", "caregiver"]
     subject_id: str
     reason: str = Field(min_length=2, max_length=1000)
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    valid_from: AwareTime | None = None
+    valid_to: AwareTime | None = None
 
 
 class BlacklistLift(BaseModel):

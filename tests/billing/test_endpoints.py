@@ -124,6 +124,9 @@ async def test_a_statement_from_draft_to_export_to_approval(client: httpx.AsyncC
 
     approved = await client.post(f"/v1/settlements/{statement['id']}/approve", headers=finance)
     assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    # the approved statement comes back with its lines, as GET shows it
+    shown = (await client.get(f"/v1/settlements/{statement['id']}", headers=finance)).json()
+    assert len(approved.json()["lines"]) == 3 and approved.json()["lines"] == shown["lines"]
     again = await client.post("/v1/settlements", json=body, headers=finance)
     assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_state"
     listed = await client.get("/v1/settlements?month=2026-03&status=approved", headers=finance)

@@ -50,6 +50,16 @@ async def test_a_new_caregiver_can_log_in_with_its_app_account(client: httpx.Asy
     assert token.json()["role"] == "caregiver"
     me = await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
     assert me.json()["caregiver_id"] == created.json()["id"]
+    # every read of the caregiver names its login, as creating it did
+    login = me.json()["id"]
+    assert created.json()["user_id"] == login
+    path = f"/v1/caregivers/{created.json()['id']}"
+    assert (await client.get(path, headers=admin_headers)).json()["user_id"] == login
+    listed = (await client.get(f"/v1/caregivers?organization_id={org.id}", headers=admin_headers)).json()["items"]
+    assert [c["user_id"] for c in listed] == [login]
+    patched = await client.patch(path, json={"name": "王秀兰"}, headers=admin_headers)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["user_id"] == login
 
 
 async def test_caregiver_input_errors(client: httpx.AsyncClient, runtime: Runtime,

@@ -130,6 +130,12 @@ async def test_unmasking_needs_a_reason_and_is_audited(client: httpx.AsyncClient
         entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "elder.reveal"))
     assert entry is not None and entry.summary["reason"] == "回访电话"
     assert payload["id_number"] not in str(entry.summary)
+    # the contract's body is only the reason: every revealable field comes back
+    everything = await client.post(f"/v1/elders/{elder.id}/reveal", json={"reason": "上门核对"}, headers=headers)
+    assert everything.status_code == 200, everything.text
+    assert everything.json()["id_number"] == payload["id_number"]
+    assert everything.json()["phone"] == "+86" + payload["phone"] and everything.json()["address"]
+    assert everything.json()["emergency_contacts"] is not None
     auditor = await login_headers(runtime, "auditor", region_code=HANGGIN)
     refused = await client.post(f"/v1/elders/{elder.id}/reveal", json={"fields": ["phone"], "reason": "looking"},
                                 headers=auditor)

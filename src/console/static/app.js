@@ -413,7 +413,7 @@ function countersSoon() {
 
 async function start() {
   const services = await api("/v1/services");
-  state.services = Object.fromEntries(services.map((s) => [s.code, s.name]));
+  state.services = Object.fromEntries(services.items.map((s) => [s.code, s.name]));
   $("login").hidden = true; $("console").hidden = false;
   await Promise.all([loadSnapshot(), loadAlarms(), loadPositions()]);
   state.started = true;  // from here on a new critical alarm is news: sound and flash
