@@ -135,3 +135,17 @@ async def test_devices_and_the_gateway_speak_mqtts_and_refuse_a_broker_of_anothe
         stranger = DeviceClient(parse_mqtt_url(mq.tls_url, TlsSettings(ca_file=theirs / "ca.crt")), device_id, token)
         with pytest.raises(ssl.SSLCertVerificationError):
             await asyncio.to_thread(stranger.connect, timeout=5, report_online=False)
+
+
+def test_mqtt_urls_take_tls_files_from_their_query_or_the_settings() -> None:
+    settings = TlsSettings(ca_file=Path("/etc/vnh/tls/ca.crt"), cert_file=Path("/c.crt"), key_file=Path("/c.key"))
+    address = parse_mqtt_url("mqtts://u:p@broker", settings)
+    assert (address.port, address.ca_file, address.cert_file, address.key_file) == (
+        8883, "/etc/vnh/tls/ca.crt", "/c.crt", "/c.key")
+    assert parse_mqtt_url("mqtts://broker:8883?cafile=/other.crt", settings).ca_file == "/other.crt"
+    plain = parse_mqtt_url("mqtt://broker", settings)  # plain MQTT carries no TLS files and no context
+    assert (plain.port, plain.ca_file, plain.ssl_context()) == (1883, None, None)
+    with pytest.raises(ValueError, match="cafile"):
+        parse_mqtt_url("mqtts://broker?ca=/x.crt")
+    with pytest.raises(ValueError, match="not mqtts"):
+        parse_mqtt_url("mqtt://broker?cafile=/x.crt")
