@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from kernel.db import asyncpg_url
+from kernel.db import asyncpg_url, engine_url_and_args
 from vnh.models import metadata
 
 config = context.config
@@ -23,6 +23,14 @@ def _url() -> str:
     return asyncpg_url(str(url))
 
 
+def _engine() -> AsyncEngine:
+    """The owner's engine, over TLS when the URL asks for it (kernel/tls.py; the CA from the URL or VNH_TLS__*)."""
+    from kernel.settings import Settings
+
+    url, connect_args = engine_url_and_args(_url(), Settings().tls)
+    return create_async_engine(url, connect_args=connect_args)
+
+
 def run_migrations_offline() -> None:
     context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, compare_type=True)
     with context.begin_transaction():
@@ -36,7 +44,7 @@ def _run(connection: object) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_url())
+    engine = _engine()
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()

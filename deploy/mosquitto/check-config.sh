@@ -6,13 +6,18 @@
 #   - a device publishes only on its own topics and subscribes only to its own commands;
 #   - the service account's shared subscription receives device events;
 #   - 2,000 QoS 1 events for an offline persistent session are all kept (the default queue keeps 1,000);
-#   - they are still there after a broker restart (persistence).
-# The machine's own broker (port 1883) is not touched. Needs mosquitto, mosquitto_ctrl, mosquitto_pub
-# and mosquitto_sub. Usage: deploy/mosquitto/check-config.sh [port]
+#   - they are still there after a broker restart (persistence);
+#   - the TLS listener (8883 in the file) with certificates from deploy/tls/make-dev-certs.py: devices
+#     and dynsec-setup.sh get in with the CA, a client trusting another CA and plain MQTT do not.
+# The machine's own broker (port 1883) is not touched. Needs mosquitto, mosquitto_ctrl, mosquitto_pub,
+# mosquitto_sub and a python3 with `cryptography` (PYTHON=.venv/bin/python to choose one).
+# Usage: deploy/mosquitto/check-config.sh [port [tls-port]]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-port=${1:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=${1:-$(free_port)}
+tls_port=${2:-$(free_port)}
 work=$(mktemp -d /tmp/vnh-mosquitto-check.XXXXXX)
 broker_pid=
 
@@ -38,13 +43,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The deploy file with only what differs on this machine: port (loopback only), plugin path, data dir.
-sed -e "s|^listener 1883$|listener $port 127.0.0.1|" \
+# Development certificates as a deployment makes them, and a second CA nobody here trusts.
+"${PYTHON:-python3}" "$here/../tls/make-dev-certs.py" --out "$work/certs" > /dev/null
+"${PYTHON:-python3}" "$here/../tls/make-dev-certs.py" --out "$work/other-ca" > /dev/null
+mkdir -m 700 "$work/tls"
+cp "$work/certs/ca.crt" "$work/tls/ca.crt"
+cp "$work/certs/mosquitto.crt" "$work/tls/server.crt"
+cp "$work/certs/mosquitto.key" "$work/tls/server.key"
+cafile=$work/certs/ca.crt
+
+# The deploy file with only what differs on this machine: ports (loopback only), plugin path, data
+# and certificate directories.
+sed -e "s|^listener 1883 127.0.0.1$|listener $port 127.0.0.1|" \
+    -e "s|^listener 8883$|listener $tls_port 127.0.0.1|" \
     -e "s|^plugin /usr/lib/mosquitto_dynamic_security.so$|plugin $plugin|" \
     -e "s|/mosquitto/data/|$work/|g" \
+    -e "s|/mosquitto/tls/|$work/tls/|g" \
     -e "s|^log_dest stdout$|log_dest file $work/broker.log|" \
     "$here/mosquitto.conf" > "$work/mosquitto.conf"
-for expected in "listener $port 127.0.0.1" "plugin $plugin" "plugin_opt_config_file $work/dynamic-security.json" \
+for expected in "listener $port 127.0.0.1" "listener $tls_port 127.0.0.1" "certfile $work/tls/server.crt" \
+                "keyfile $work/tls/server.key" "cafile $work/tls/ca.crt" \
+                "plugin $plugin" "plugin_opt_config_file $work/dynamic-security.json" \
                 "persistence_location $work/" "log_dest file $work/broker.log"; do
     grep -qxF "$expected" "$work/mosquitto.conf" || { echo "check-config: rewrite missed '$expected'" >&2; exit 1; }
 done
@@ -86,10 +105,11 @@ if grep -qi "error" "$work/broker.log"; then
     cat "$work/broker.log" >&2
     exit 1
 fi
-echo "broker $(mosquitto -h 2>&1 | head -1 | awk '{print $3}') running on 127.0.0.1:$port with $plugin"
+echo "broker $(mosquitto -h 2>&1 | head -1 | awk '{print $3}') running on 127.0.0.1:$port, TLS on 127.0.0.1:$tls_port, with $plugin"
 
-MQTT_HOST=127.0.0.1 MQTT_PORT=$port DYNSEC_ADMIN_PASSWORD=$admin_password VNH_SERVICE_PASSWORD=$service_password \
-    sh "$here/dynsec-setup.sh" | tail -1
+# As compose runs it: over TLS, verifying the broker against the CA.
+MQTT_HOST=127.0.0.1 MQTT_PORT=$tls_port MQTT_CAFILE=$cafile DYNSEC_ADMIN_PASSWORD=$admin_password \
+    VNH_SERVICE_PASSWORD=$service_password sh "$here/dynsec-setup.sh" | tail -1
 
 ctrl() { mosquitto_ctrl -h 127.0.0.1 -p "$port" -u admin -P "$admin_password" dynsec "$@" 2>/dev/null; }
 # Two devices, registered the way vnh will register them (README.md, "Device accounts").
@@ -142,6 +162,21 @@ wait "$sub_pid" || true
 check "service's shared subscription receives the device's event" grep -q '"own"' "$work/shared.out"
 check "a publish on another device's topic is dropped" bash -c "! grep -q forged '$work/shared.out'"
 check "the broker logged the refused publish" grep -q "Denied PUBLISH from dev-a .*dev-b/events" "$work/broker.log"
+
+# TLS (what devices and the vnh instances use in deploy/): the CA verifies the broker and its name.
+tls=(-h 127.0.0.1 -p "$tls_port")
+check "a device publishes over TLS with the deployment's CA" \
+    mosquitto_pub "${tls[@]}" --cafile "$cafile" -u dev-a -P token-dev-a -i dev-a -q 1 \
+    -t vnh/v1/devices/dev-a/events -m '{"event_id":"tls"}'
+check "the service account connects over TLS" \
+    mosquitto_sub "${tls[@]}" --cafile "$cafile" -u vnh-service -P "$service_password" -i vnh-tls-check \
+    -t 'vnh/v1/devices/+/status' -E
+check "a client trusting another CA is refused" \
+    bash -c '! mosquitto_pub "$@" -u dev-a -P token-dev-a -i dev-a -t vnh/v1/devices/dev-a/events -m x 2>/dev/null' \
+    _ "${tls[@]}" --cafile "$work/other-ca/ca.crt"
+check "plain MQTT on the TLS port gets nowhere" \
+    bash -c '! timeout 5 mosquitto_pub "$@" -u dev-a -P token-dev-a -i dev-a -t vnh/v1/devices/dev-a/events -m x 2>/dev/null' \
+    _ "${tls[@]}"
 
 # Queue and persistence: an offline persistent session of instance vnh-0 accumulates 2,000 events.
 mosquitto_sub "${service[@]}" -i vnh-0 -c -q 1 -t "\$share/vnh/vnh/v1/devices/+/events" -E

@@ -11,7 +11,9 @@
 # POSIX sh: it runs in the eclipse-mosquitto image (busybox ash) and on a developer's machine alike.
 #
 # Environment:
-#   MQTT_HOST, MQTT_PORT                 broker address (mosquitto, 1883)
+#   MQTT_HOST, MQTT_PORT                 broker address (mosquitto, 8883)
+#   MQTT_CAFILE                          CA that verifies the broker's certificate: TLS (compose sets it);
+#                                        unset, plain MQTT (e.g. the broker's own loopback listener 1883)
 #   DYNSEC_ADMIN_USER                    dynsec admin made by `mosquitto_ctrl dynsec init` (admin)
 #   DYNSEC_ADMIN_PASSWORD                its password (required)
 #   VNH_SERVICE_USER                     the account vnh connects with (vnh-service)
@@ -19,17 +21,19 @@
 set -eu
 
 host=${MQTT_HOST:-mosquitto}
-port=${MQTT_PORT:-1883}
+port=${MQTT_PORT:-8883}
+cafile=${MQTT_CAFILE:-}
 admin=${DYNSEC_ADMIN_USER:-admin}
 admin_password=${DYNSEC_ADMIN_PASSWORD:?DYNSEC_ADMIN_PASSWORD is required}
 service=${VNH_SERVICE_USER:-vnh-service}
 service_password=${VNH_SERVICE_PASSWORD:?VNH_SERVICE_PASSWORD is required}
 
 # mosquitto_ctrl exits 0 even when a command is refused or the login fails, so success is read from
-# what it prints. Dropped from its output: the warning about running without TLS (the compose network
-# is private) and the "already exists" answers of a re-run.
+# what it prints. Dropped from its output: the warning about running without TLS (printed when
+# MQTT_CAFILE is unset: the broker's loopback listener) and the "already exists" answers of a re-run.
 ctrl() {
-    mosquitto_ctrl -h "$host" -p "$port" -u "$admin" -P "$admin_password" dynsec "$@" 2>&1 \
+    if [ -n "$cafile" ]; then set -- --cafile "$cafile" dynsec "$@"; else set -- dynsec "$@"; fi
+    mosquitto_ctrl -h "$host" -p "$port" -u "$admin" -P "$admin_password" "$@" 2>&1 \
         | grep -v -e 'without encryption' -e 'including passwords' -e 'already exists' -e '^$' || true
 }
 

@@ -86,7 +86,7 @@ def _from_data_dir(data_dir: Path) -> Backend | None:
             return None
     assert settings.crypto.blind_index_key is not None
     engine = create_engine(str(url), role=settings.database.app_role, pool_size=2, max_overflow=2,
-                           application_name="vnh-embedded-broker")
+                           application_name="vnh-embedded-broker", tls=settings.tls)
     return Backend(Database(engine), FieldCipher.from_settings(settings), settings.mqtt.username,
                    settings.mqtt.password.get_secret_value() if settings.mqtt.password else None)
 

@@ -29,6 +29,7 @@ from devices.tasks import use_embedded_service_login
 from kernel.authz import Access
 from kernel.mqtt_probe import parse_mqtt_url
 from kernel.runtime import Runtime
+from kernel.settings import TlsSettings
 from orders.models import Elder
 
 
@@ -86,11 +87,13 @@ async def retire_simulated(rt: Runtime, device_ids: list[str]) -> None:
 async def simulate_devices(rt: Runtime, *, url: str, count: int, rate: float, duration: float | None,
                            sos_every: int) -> None:
     credentials = await register_simulated(rt, count)
-    print(f"simulating {count} devices at {rate:g} events/s against {parse_mqtt_url(url).display} "
+    # simulated devices trust the service's CA for mqtts:// but present no client certificate of the service's
+    address = parse_mqtt_url(url, TlsSettings(ca_file=rt.settings.tls.ca_file))
+    print(f"simulating {count} devices at {rate:g} events/s against {address.display} "
           f"({'until Ctrl-C' if duration is None else f'{duration:g} s'})", flush=True)
     stop = threading.Event()
     try:
-        report = await asyncio.to_thread(run_fleet, parse_mqtt_url(url), credentials, rate=rate, duration=duration,
+        report = await asyncio.to_thread(run_fleet, address, credentials, rate=rate, duration=duration,
                                          sos_every=sos_every, stop=stop, clear_retained=True,
                                          printer=lambda line: print(line, flush=True))
         print(f"sent {report.sent} events from {report.devices} devices in {report.seconds:.1f} s "

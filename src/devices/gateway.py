@@ -33,7 +33,6 @@ import contextlib
 import logging
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -97,7 +96,7 @@ class MqttGateway:
         if target is None:
             raise RuntimeError("no MQTT_URL: the gateway needs a broker")
         self.rt = rt
-        self.address = parse_mqtt_url(target)
+        self.address = parse_mqtt_url(target, settings.tls)
         self.client_id = client_id or settings.mqtt.client_id
         self.share_group = share_group or settings.mqtt.share_group
         embedded = bool(rt.embedded and "mqtt" in rt.embedded)
@@ -153,8 +152,9 @@ class MqttGateway:
             clean_session=None if v5 else False, manual_ack=True, reconnect_on_failure=False,
         )
         client.username_pw_set(self.username, self.password)
-        if self.address.tls:
-            client.tls_set_context(ssl.create_default_context())
+        context = self.address.ssl_context()
+        if context is not None:  # mqtts://: the broker's certificate and name verified (kernel/tls.py)
+            client.tls_set_context(context)
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -540,8 +540,9 @@ async def end_session(address: MqttAddress, client_id: str, username: str | None
                              protocol=MQTTProtocolVersion.MQTTv311, clean_session=True)
         if username:
             client.username_pw_set(username, password)
-        if address.tls:
-            client.tls_set_context(ssl.create_default_context())
+        context = address.ssl_context()
+        if context is not None:
+            client.tls_set_context(context)
         done = threading.Event()
         client.on_connect = lambda *_args: done.set()
         client.connect(address.host, address.port, 10)

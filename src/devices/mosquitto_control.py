@@ -43,6 +43,9 @@ def dynsec_commands(address: MqttAddress, username: str, password: str, commands
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"vnh-dynsec-{uuid.uuid4().hex[:8]}",
                          protocol=MQTTProtocolVersion.MQTTv311, clean_session=True)
     client.username_pw_set(username, password)
+    context = address.ssl_context()
+    if context is not None:
+        client.tls_set_context(context)
     answers: queue.Queue[list[dict[str, Any]]] = queue.Queue()
     ready = threading.Event()
     refused: list[str] = []
@@ -81,7 +84,7 @@ async def disable_revoked(rt: Runtime, *, limit: int = 100) -> int:
         if not devices:
             return 0
         responses = await asyncio.to_thread(
-            dynsec_commands, parse_mqtt_url(rt.settings.mqtt_url), settings.mosquitto_admin_username,
+            dynsec_commands, parse_mqtt_url(rt.settings.mqtt_url, rt.settings.tls), settings.mosquitto_admin_username,
             settings.mosquitto_admin_password.get_secret_value(),
             [{"command": "disableClient", "username": d.device_id} for d in devices])
         done = 0
@@ -125,7 +128,7 @@ async def create_registered(rt: Runtime, *, limit: int = 100) -> int:
                              "clientid": device.device_id, "textname": "vnh device",
                              "roles": [{"rolename": role["rolename"]}]})
         responses = await asyncio.to_thread(
-            dynsec_commands, parse_mqtt_url(rt.settings.mqtt_url), settings.mosquitto_admin_username,
+            dynsec_commands, parse_mqtt_url(rt.settings.mqtt_url, rt.settings.tls), settings.mosquitto_admin_username,
             settings.mosquitto_admin_password.get_secret_value(), commands)
         done = 0
         for index, device in enumerate(devices):

@@ -62,6 +62,9 @@ class DeviceClient:
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=self.client_id or self.device_id,
             protocol=MQTTProtocolVersion.MQTTv311, clean_session=self.clean_session)
         self._client.username_pw_set(self.device_id, self.token)
+        context = self.address.ssl_context()
+        if context is not None:  # mqtts://, as devices connect in deploy/ (port 8883)
+            self._client.tls_set_context(context)
         self._client.will_set(topic_for(self.device_id, "status"), b'{"online": false}', qos=1, retain=True)
         self._client.max_inflight_messages_set(self.max_inflight)
         self._client.max_queued_messages_set(0)

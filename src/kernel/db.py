@@ -14,10 +14,13 @@ from typing import Any
 
 from sqlalchemy import MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TIMESTAMP
+
+from kernel.settings import TlsSettings
+from kernel.tls import postgres_connect_args
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -54,24 +57,33 @@ def redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def engine_url_and_args(url: str, tls: TlsSettings | None = None) -> tuple[URL, dict[str, Any]]:
+    """The asyncpg URL without its TLS query, and the connect arguments carrying it (`ssl`: kernel/tls.py)."""
+    return postgres_connect_args(asyncpg_url(url), tls)
+
+
 def create_engine(url: str, *, role: str | None, pool_size: int = 10, max_overflow: int = 10,
-                  statement_timeout_ms: int = 30_000, application_name: str = "vnh") -> AsyncEngine:
-    """An engine whose every connection works as `role` (SET ROLE), in UTC, with a statement timeout.
+                  statement_timeout_ms: int = 30_000, application_name: str = "vnh",
+                  tls: TlsSettings | None = None) -> AsyncEngine:
+    """An engine whose every connection works as `role` (SET ROLE), in UTC, with a statement timeout, over TLS when
+    the URL asks for it (`sslmode=verify-full`, with the CA from the URL or `tls`).
 
     The service connects with whatever `DATABASE_URL` names (possibly a superuser on a developer's machine) but acts
     as `vnh_app`, which may only INSERT and SELECT audit rows: privileges, not code, keep the audit log append-only.
     """
+    engine_url, connect_args = engine_url_and_args(url, tls)
     engine = create_async_engine(
-        asyncpg_url(url),
+        engine_url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         connect_args={
+            **connect_args,
             "server_settings": {
                 "timezone": "UTC",
                 "application_name": application_name,
                 "statement_timeout": str(statement_timeout_ms),
-            }
+            },
         },
     )
     if role:

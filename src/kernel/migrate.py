@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from kernel.audit import AUDIT_TABLES
-from kernel.db import asyncpg_url
+from kernel.db import engine_url_and_args
+from kernel.settings import TlsSettings
 
 log = logging.getLogger("vnh.migrate")
 
@@ -73,8 +74,9 @@ def _upgrade(conn: Connection, role: str, revision: str) -> None:
     apply_grants(conn, role)
 
 
-async def migrate(owner_url: str, role: str, revision: str = "heads") -> None:
-    engine = create_async_engine(asyncpg_url(owner_url), poolclass=NullPool)
+async def migrate(owner_url: str, role: str, revision: str = "heads", *, tls: TlsSettings | None = None) -> None:
+    engine_url, connect_args = engine_url_and_args(owner_url, tls)
+    engine = create_async_engine(engine_url, poolclass=NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_upgrade, role, revision)
@@ -84,13 +86,14 @@ async def migrate(owner_url: str, role: str, revision: str = "heads") -> None:
     log.info("database migrated to %s; app role %s granted", revision, role)
 
 
-async def pending_heads(url: str) -> set[str]:
+async def pending_heads(url: str, *, tls: TlsSettings | None = None) -> set[str]:
     """Heads of the migration scripts the database has not reached (empty: the schema is current)."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(alembic_config())
-    engine = create_async_engine(asyncpg_url(url), poolclass=NullPool)
+    engine_url, connect_args = engine_url_and_args(url, tls)
+    engine = create_async_engine(engine_url, poolclass=NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as conn:
             current = await conn.run_sync(lambda c: set(MigrationContext.configure(c).get_current_heads()))

@@ -14,6 +14,7 @@ from kernel.clock import Clock, SystemClock
 from kernel.db import Database, create_engine
 from kernel.personal_data import FieldCipher
 from kernel.settings import Settings
+from kernel.tls import redis_options
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -46,12 +47,14 @@ class Runtime:
                 pool_size=settings.database.pool_size,
                 max_overflow=settings.database.max_overflow,
                 statement_timeout_ms=settings.database.statement_timeout_ms,
+                tls=settings.tls,
             )
         )
         return cls(
             settings=settings,
             database=db,
-            redis=Redis.from_url(settings.redis_url, decode_responses=False),
+            redis=Redis.from_url(settings.redis_url, decode_responses=False,
+                                 **redis_options(settings.redis_url, settings.tls)),
             clock=clock,
             cipher=FieldCipher.from_settings(settings),
             tokens=TokenService(settings.auth.jwt_secret.get_secret_value(), settings.auth.token_ttl, clock),

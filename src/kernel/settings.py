@@ -141,6 +141,17 @@ class OutboxSettings(BaseModel):
     stream_maxlen: int = 100_000
 
 
+class TlsSettings(BaseModel):
+    """Certificates for the service's TLS connections (`postgresql://…?sslmode=verify-full`, `rediss://`,
+    `mqtts://`; kernel/tls.py). The CA verifies the servers (unset: the system's trust store); the certificate and
+    key are a client certificate for servers that ask for one. A URL's own query (`sslrootcert=`, `ssl_ca_certs=`,
+    `cafile=`) overrides these for that connection."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VNH_", env_nested_delimiter="__", extra="ignore")
 
@@ -165,6 +176,7 @@ class Settings(BaseSettings):
     visits: VisitSettings = Field(default_factory=VisitSettings)
     devices: DevicesSettings = Field(default_factory=DevicesSettings)
     push: PushSettings = Field(default_factory=PushSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("timezone")
     @classmethod

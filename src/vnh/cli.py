@@ -67,10 +67,10 @@ async def prepared(data_dir: Path | None, *, mqtt: bool, migrate_schema: Literal
     try:
         ensure_secrets(settings)
         if migrate_schema == "always" or wanted["database"] or settings.database_owner_url:
-            await migrate(settings.owner_url, settings.database.app_role)
+            await migrate(settings.owner_url, settings.database.app_role, tls=settings.tls)
         else:
             # Only the app role's URL: it may not migrate (deploy/ keeps owner credentials to the migrate job).
-            pending = await pending_heads(settings.app_url)
+            pending = await pending_heads(settings.app_url, tls=settings.tls)
             if pending:
                 raise SystemExit(f"the database schema is behind ({', '.join(sorted(pending))} pending): run "
                                  "`vnh migrate` with VNH_DATABASE_OWNER_URL, or set it for serve")

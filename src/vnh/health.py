@@ -39,7 +39,7 @@ async def readiness(runtime: Runtime) -> dict[str, dict[str, Any]]:
         _check("redis", redact_url(settings.redis_url or ""), runtime.redis.ping),
     ]
     if settings.mqtt_url:
-        address = parse_mqtt_url(settings.mqtt_url)
+        address = parse_mqtt_url(settings.mqtt_url, settings.tls)
         password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
 
         async def mqtt() -> None:

@@ -126,7 +126,8 @@ async def gateways(committed_runtime: Runtime) -> AsyncIterator[GatewayFactory]:
         await gateway.stop(drain_timeout=1.0)
     for url, client_id in ids:
         with contextlib.suppress(OSError):  # a broker the test started may be gone already
-            await end_session(parse_mqtt_url(url), client_id, *_service_login(committed_runtime, url))
+            await end_session(parse_mqtt_url(url, committed_runtime.settings.tls), client_id,
+                              *_service_login(committed_runtime, url))
 
 
 def _service_login(rt: Runtime, url: str) -> tuple[str, str]:

@@ -1,7 +1,9 @@
 """A Mosquitto of the test's own with vnh's configuration (deploy/mosquitto/mosquitto.conf), on a free port.
 
 The same rewrite as deploy/mosquitto/check-config.sh: loopback listener on the chosen port, the machine's dynsec
-plugin path, a temporary data directory, logs to a file. Fails (never skips) when CI=true and the binary is missing.
+plugin path, a temporary data directory, logs to a file; the TLS listener (8883) on a second free loopback port with
+the certificates of a directory made by deploy/tls/make-dev-certs.py, or left out when the test gives none. Fails
+(never skips) when CI=true and the binary is missing.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -45,15 +48,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def vnh_config(port: int, workdir: Path) -> str:
+# the TLS listener's block in deploy/mosquitto/mosquitto.conf, from its `listener` line to its last option
+TLS_BLOCK = re.compile(r"^listener 8883\n(?:.+\n)*?require_certificate false\n", re.MULTILINE)
+
+
+def vnh_config(port: int, workdir: Path, *, tls_port: int | None = None) -> str:
+    """deploy/mosquitto/mosquitto.conf for this machine; with `tls_port`, its TLS listener there with the certificates
+    in `workdir/tls` (ca.crt, server.crt, server.key), else without it."""
     plugin = next(p for p in PLUGINS if os.path.exists(p))
     text = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-    replaced = (text.replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+    assert len(TLS_BLOCK.findall(text)) == 1, "mosquitto.conf's TLS listener block is not where the rewrite expects"
+    if tls_port is None:
+        text = TLS_BLOCK.sub("", text)
+    else:
+        text = text.replace("\nlistener 8883\n", f"\nlistener {tls_port} 127.0.0.1\n")
+    replaced = (text.replace("\nlistener 1883 127.0.0.1\n", f"\nlistener {port} 127.0.0.1\n")
                 .replace("\nplugin /usr/lib/mosquitto_dynamic_security.so\n", f"\nplugin {plugin}\n")
                 .replace("/mosquitto/data/", f"{workdir}/")
+                .replace("/mosquitto/tls/", f"{workdir}/tls/")
                 .replace("\nlog_dest stdout\n", f"\nlog_dest file {workdir}/broker.log\n"))
-    for expected in (f"listener {port} 127.0.0.1", f"plugin {plugin}", f"persistence_location {workdir}/",
-                     f"log_dest file {workdir}/broker.log"):
+    expected_lines = [f"listener {port} 127.0.0.1", f"plugin {plugin}", f"persistence_location {workdir}/",
+                      f"log_dest file {workdir}/broker.log"]
+    if tls_port is not None:
+        expected_lines += [f"listener {tls_port} 127.0.0.1", f"certfile {workdir}/tls/server.crt",
+                           f"keyfile {workdir}/tls/server.key", f"cafile {workdir}/tls/ca.crt"]
+    for expected in expected_lines:
         assert expected in replaced.splitlines(), f"the rewrite of mosquitto.conf missed {expected!r}"
     return replaced
 
@@ -62,6 +81,7 @@ def vnh_config(port: int, workdir: Path) -> str:
 class RunningMosquitto:
     url: str
     workdir: Path
+    tls_url: str | None = None  # mqtts://127.0.0.1:<port> when started with certificates
 
     def log(self) -> str:
         path = self.workdir / "broker.log"
@@ -69,24 +89,32 @@ class RunningMosquitto:
 
 
 @contextmanager
-def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: bool = True
-                  ) -> Iterator[RunningMosquitto]:
+def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: bool = True,
+                  tls_certs: tuple[Path, Path, Path] | None = None) -> Iterator[RunningMosquitto]:
     """Run Mosquitto with vnh's configuration and this dynamic-security file, in a directory of its own under /tmp
-    (run as root, Mosquitto drops to its own user, which cannot enter pytest's private temporary directories)."""
+    (run as root, Mosquitto drops to its own user, which cannot enter pytest's private temporary directories).
+    `tls_certs` (CA, server certificate, server key) also opens the TLS listener on a free port."""
     binary = require_mosquitto()
     port = port or _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="vnh-mosquitto-"))
+    tls_port = None
+    if tls_certs is not None:
+        tls_port = _free_port()
+        (workdir / "tls").mkdir(mode=0o700)
+        for source, name in zip(tls_certs, ("ca.crt", "server.crt", "server.key"), strict=True):
+            shutil.copyfile(source, workdir / "tls" / name)
+        (workdir / "tls" / "server.key").chmod(0o600)
     try:
-        with _run(binary, port, workdir, dynsec, verbose) as running:
+        with _run(binary, port, workdir, dynsec, verbose, tls_port) as running:
             yield running
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager
-def _run(binary: str, port: int, workdir: Path, dynsec: dict[str, Any], verbose: bool
+def _run(binary: str, port: int, workdir: Path, dynsec: dict[str, Any], verbose: bool, tls_port: int | None = None
          ) -> Iterator[RunningMosquitto]:
-    (workdir / "mosquitto.conf").write_text(vnh_config(port, workdir))
+    (workdir / "mosquitto.conf").write_text(vnh_config(port, workdir, tls_port=tls_port))
     security = workdir / "dynamic-security.json"
     security.write_text(json.dumps(dynsec))
     security.chmod(0o600)
@@ -111,7 +139,8 @@ def _run(binary: str, port: int, workdir: Path, dynsec: dict[str, Any], verbose:
                                f"{log.read_text() if log.exists() else ''}")
         time.sleep(0.05)
     try:
-        yield RunningMosquitto(f"mqtt://127.0.0.1:{port}", workdir)
+        yield RunningMosquitto(f"mqtt://127.0.0.1:{port}", workdir,
+                               f"mqtts://127.0.0.1:{tls_port}" if tls_port is not None else None)
     finally:
         proc.terminate()
         try:
