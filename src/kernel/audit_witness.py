@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -129,13 +130,19 @@ class LogWitness:
 
 
 class HttpWitness:
-    """POSTs the signed head as JSON; only the newest undelivered head is kept (it implies every older one)."""
+    """POSTs the signed head as JSON; only the newest undelivered head is kept (it implies every older one).
 
-    def __init__(self, url: str, key: bytes, *, timeout_s: float = 5.0) -> None:
+    A failed POST costs the sealer at most `timeout_s`; further attempts back off (1 s doubling to `max_backoff_s`)
+    so an unreachable witness slows no sealing batch after the first."""
+
+    def __init__(self, url: str, key: bytes, *, timeout_s: float = 5.0, max_backoff_s: float = 60.0) -> None:
         self.url = url
         self._key = key
         self._timeout = timeout_s
+        self._max_backoff = max_backoff_s
         self._pending: ChainHead | None = None
+        self._failures = 0
+        self._next_try = 0.0
 
     async def record(self, head: ChainHead) -> None:
         self._pending = head
@@ -143,15 +150,20 @@ class HttpWitness:
 
     async def retry(self) -> None:
         head = self._pending
-        if head is None:
+        if head is None or time.monotonic() < self._next_try:
             return
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
                 response = await client.post(self.url, json=sign(self._key, head))
                 response.raise_for_status()
         except (httpx.HTTPError, OSError) as exc:
-            log.warning("audit head witness %s failed (%s); retrying", self.url, type(exc).__name__)
+            self._failures += 1
+            self._next_try = time.monotonic() + min(self._max_backoff, 2.0 ** (self._failures - 1))
+            log.warning("audit head witness %s failed (%s, %d in a row); retrying", self.url, type(exc).__name__,
+                        self._failures)
             return
+        self._failures = 0
+        self._next_try = 0.0
         if self._pending is head:
             self._pending = None
 

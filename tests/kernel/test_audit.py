@@ -215,7 +215,7 @@ async def test_an_unreachable_http_witness_never_stops_sealing_and_gets_the_newe
         writer.close()
 
     port = free_port()
-    witness = HttpWitness(f"http://127.0.0.1:{port}/heads", key, timeout_s=2.0)
+    witness = HttpWitness(f"http://127.0.0.1:{port}/heads", key, timeout_s=2.0, max_backoff_s=0.0)
     rt.witnesses.witnesses.append(witness)
     await _write(rt, 2)
     assert await seal_audit_once(rt) == 2  # nobody listens: sealed anyway
@@ -261,3 +261,20 @@ async def test_every_http_action_records_the_client_address_and_user_agent(clien
     # auditors see it in the log
     rows_out = (await client.get("/v1/audit/log", headers=admin, params={"entity": "organization"})).json()["items"]
     assert rows_out[0]["source_ip"] == "127.0.0.1" and rows_out[0]["user_agent"].startswith("Mozilla/5.0")
+
+
+async def test_an_unexpected_failure_is_audited_with_the_client_address(runtime: Runtime) -> None:
+    from vnh.app import create_app
+
+    app = create_app(runtime, background=False)
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/v1/test-boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=("192.0.2.44", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://vnh.test") as client:
+        assert (await client.get("/v1/test-boom", headers={"User-Agent": "probe/2"})).status_code == 500
+    async with runtime.database.unit_of_work() as s:
+        entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "http.failed"))
+    assert entry is not None and (entry.source_ip, entry.user_agent) == ("192.0.2.44", "probe/2")
