@@ -186,11 +186,14 @@ async def _flush_redis(runtime: Runtime) -> None:
 
 
 @pytest.fixture
-async def runtime(app_engine: Any, base_settings: Settings) -> AsyncIterator[Runtime]:
+async def runtime(app_engine: Any, base_settings: Settings, tmp_path: Path) -> AsyncIterator[Runtime]:
     """A runtime whose database work is rolled back after the test; a manual clock."""
     async with app_engine.connect() as conn:
         outer = await conn.begin()
-        settings = base_settings.model_copy(update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:"})
+        # the audit witness is per test too: a head sealed in a rolled-back test must not outlive it
+        audit = base_settings.audit.model_copy(update={"witness_file": tmp_path / "audit-witness.jsonl"})
+        settings = base_settings.model_copy(update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:",
+                                                    "audit": audit})
         rt = Runtime.build(settings, clock=ManualClock(), database=RolledBackDatabase(conn))
         try:
             yield rt

@@ -8,7 +8,7 @@ commit, one per outbox event, sent through the push provider's webhook with retr
 bodies carry the service's name only, data the order and offer ids: no personal data.
 
 Revision ID: 0013
-Revises: 0007
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -35,6 +35,11 @@ from kernel.settings import Settings
 log = logging.getLogger("vnh.audit")
 
 request_id_var: ContextVar[str | None] = ContextVar("vnh_request_id", default=None)
+# The HTTP client's address (the ASGI scope's `client`, after the server's trusted-proxy handling) and user agent,
+# set by the request middleware and written into every audit row of that request.
+client_var: ContextVar[tuple[str | None, str | None] | None] = ContextVar("vnh_client", default=None)
+SOURCE_IP_MAX = 64
+USER_AGENT_MAX = 256
 
 Outcome = Literal["success", "denied", "failed"]
 SEALER_LOCK_ID = 0x766E68_0001  # pg advisory lock key: "vnh" + 1
@@ -83,6 +88,10 @@ class AuditEntry(Base):
     # The region of what the row is about, for auditors' scoping: given by the caller or resolved at insert by the
     # `vnh_audit_region` trigger from the entity (migration 0006); NULL rows are visible to `all` scopes only.
     region_code: Mapped[str | None] = mapped_column(String(12))
+    # Where an HTTP action came from (migration 0009): the client address the server saw and its user agent,
+    # truncated; NULL for work that came from no HTTP request. Part of the sealed hash when present.
+    source_ip: Mapped[str | None] = mapped_column(String(SOURCE_IP_MAX))
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))
 
 
 class AuditSeal(Base):
@@ -106,14 +115,19 @@ async def record_audit(
     outcome: Outcome = "success",
     *,
     region_code: str | None = None,
+    client: tuple[str | None, str | None] | None = None,
 ) -> None:
     """Add an audit row to the caller's transaction. `summary` holds ids, codes and masked values only.
+
+    The source address and user agent come from the HTTP request being served (`client_var`), or from `client`
+    (address, user agent) where the caller runs outside the request middleware (the 500 handler).
 
     Without `region_code`, pending rows are flushed first, so the insert trigger that resolves the row's region
     finds the entity it names even when the entity was created in this same transaction. A caller that knows the
     region passes it and saves that flush (the row then goes in with the caller's next one, in its order)."""
     if region_code is None:
         await session.flush()
+    source_ip, user_agent = client or client_var.get() or (None, None)
     session.add(
         AuditEntry(
             at=clock.now(),
@@ -126,6 +140,8 @@ async def record_audit(
             outcome=outcome,
             request_id=request_id_var.get(),
             region_code=region_code,
+            source_ip=source_ip[:SOURCE_IP_MAX] if source_ip else None,
+            user_agent=user_agent[:USER_AGENT_MAX] if user_agent else None,
         )
     )
 
@@ -156,6 +172,9 @@ class ChainHasher:
         ]
         if entry.region_code is not None:  # rows sealed before regions existed keep their hashes
             fields.append(entry.region_code)
+        if entry.source_ip is not None or entry.user_agent is not None:
+            # likewise rows from before client addresses; an object, so it can never pass for a region
+            fields.append({"source_ip": entry.source_ip, "user_agent": entry.user_agent})
         body = json.dumps(
             fields,
             sort_keys=True,
@@ -171,11 +190,34 @@ class ChainHasher:
         return mac.finalize().hex()
 
 
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest seal of the chain: what a witness outside the database remembers (`kernel.audit_witness`).
+    `count` is the number of sealed rows up to it (chain positions start at 1 and have no gaps)."""
+
+    chain_seq: int
+    audit_id: int
+    hash: str
+    count: int
+    at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"chain_seq": self.chain_seq, "audit_id": str(self.audit_id), "hash": self.hash, "count": self.count,
+                "at": self.at.isoformat() if self.at else None}
+
+
 async def seal_pending(session: AsyncSession, hasher: ChainHasher, *, batch: int = 5000) -> int:
     """Seal committed, unsealed audit rows in id order. Only one sealer works at a time (advisory xact lock)."""
+    return (await seal_batch(session, hasher, batch=batch))[0]
+
+
+async def seal_batch(session: AsyncSession, hasher: ChainHasher, *,
+                     batch: int = 5000) -> tuple[int, ChainHead | None]:
+    """`seal_pending`, answering also the chain's new head when it sealed anything (for the witnesses, once the
+    caller has committed)."""
     got_lock = await session.scalar(select(func.pg_try_advisory_xact_lock(SEALER_LOCK_ID)))
     if not got_lock:
-        return 0
+        return 0, None
     last = (
         await session.execute(
             select(AuditSeal.chain_seq, AuditSeal.hash, AuditSeal.audit_id)
@@ -202,7 +244,9 @@ async def seal_pending(session: AsyncSession, hasher: ChainHasher, *, batch: int
         session.add(AuditSeal(chain_seq=seq, audit_id=entry.id, prev_hash=prev_hash, hash=digest))
         prev_hash = digest
     await session.flush()
-    return len(pending)
+    if not pending:
+        return 0, None
+    return len(pending), ChainHead(chain_seq=seq, audit_id=pending[-1].id, hash=prev_hash, count=seq)
 
 
 @dataclass(frozen=True)
@@ -212,11 +256,23 @@ class ChainVerdict:
     unsealed: int
     first_broken_id: str | None = None
     reason: str | None = None
+    # set when a witness outside the database saw a head the chain no longer reaches (its newest rows and seals
+    # were deleted together): what was witnessed, and the head found instead
+    truncated: bool = False
+    witnessed_head: ChainHead | None = None
+    found_head: ChainHead | None = None
 
 
-async def verify_chain(session: AsyncSession, hasher: ChainHasher, *, page: int = 5000) -> ChainVerdict:
-    """Walk the seals in chain order and recompute every link from the audit rows as they are now."""
+async def verify_chain(session: AsyncSession, hasher: ChainHasher, *, page: int = 5000,
+                       witnessed: ChainHead | None = None) -> ChainVerdict:
+    """Walk the seals in chain order and recompute every link from the audit rows as they are now.
+
+    Deleting the newest rows together with their seals leaves a shorter chain that is intact in itself; with
+    `witnessed` (the newest head a witness outside the database holds) the chain must still contain that seal,
+    with the same audit id and hash, or the verdict is `truncated`."""
     checked = 0
+    head: ChainHead | None = None
+    witness_matches = False
     prev_hash = GENESIS
     expected_seq = 1
     after = 0
@@ -248,7 +304,17 @@ async def verify_chain(session: AsyncSession, hasher: ChainHasher, *, page: int 
             expected_seq += 1
             prev_hash = seal.hash
             after = seal.chain_seq
-    return ChainVerdict(True, checked, await _count_unsealed(session))
+            head = ChainHead(seal.chain_seq, seal.audit_id, seal.hash, checked, seal.sealed_at)
+            if witnessed is not None and seal.chain_seq == witnessed.chain_seq:
+                witness_matches = seal.audit_id == witnessed.audit_id and seal.hash == witnessed.hash
+    if witnessed is not None and not (witness_matches and checked >= witnessed.count):
+        reason = (f"the chain ends at seal {head.chain_seq if head else 0} but seal {witnessed.chain_seq} "
+                  f"(audit id {witnessed.audit_id}) was witnessed"
+                  if head is None or head.chain_seq < witnessed.chain_seq
+                  else f"seal {witnessed.chain_seq} differs from the witnessed one")
+        return ChainVerdict(False, checked, await _count_unsealed(session), str(witnessed.audit_id), reason,
+                            truncated=True, witnessed_head=witnessed, found_head=head)
+    return ChainVerdict(True, checked, await _count_unsealed(session), found_head=head)
 
 
 async def _count_unsealed(session: AsyncSession) -> int:

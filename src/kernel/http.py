@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kernel.audit import SystemActor, record_audit, request_id_var
+from kernel.audit import SystemActor, client_var, record_audit, request_id_var
 from kernel.authz import Access, Principal, grant
 from kernel.clock import Clock
 from kernel.errors import DomainError, PermissionDenied, Unauthenticated
@@ -167,7 +167,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 async with runtime.database.unit_of_work() as session:
                     await record_audit(session, runtime.clock, SystemActor("http"), "http.failed", "route", None,
                                        {"method": request.method, "path": request.url.path,
-                                        "error": type(exc).__name__}, outcome="failed")
+                                        "error": type(exc).__name__}, outcome="failed",
+                                       client=client_of(request.scope))
             except Exception:
                 log.exception("could not audit a failure")
         return JSONResponse(
@@ -282,6 +283,17 @@ class InputHygieneMiddleware:
         await self.app(scope, replay, send)
 
 
+def client_of(scope: Scope) -> tuple[str | None, str | None]:
+    """The client address and user agent audit rows record. The address is the ASGI scope's `client` only: the
+    server has already replaced it from `X-Forwarded-For` where the peer is a trusted proxy, and a header the
+    client sends itself is never believed."""
+    peer = scope.get("client")
+    address = str(peer[0]) if peer and peer[0] else None
+    agent = dict(scope.get("headers") or []).get(b"user-agent")
+    user_agent = agent.decode("latin-1").replace("\x00", "")[:256] if agent else None
+    return address, user_agent or None
+
+
 class RequestContextMiddleware:
     """Request id (honoured from `X-Request-ID` or made), access metrics. Pure ASGI so streaming is untouched."""
 
@@ -295,6 +307,8 @@ class RequestContextMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming[:64] if incoming and incoming.isascii() and incoming.isprintable() else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        client = client_of(scope)
+        client_token = client_var.set(client)
         # the 500 handler runs outside this middleware (Starlette's ServerErrorMiddleware): it reads the id here
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
@@ -316,5 +330,6 @@ class RequestContextMiddleware:
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
             request_id_var.reset(token)
+            client_var.reset(client_token)
 
 

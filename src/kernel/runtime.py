@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from kernel.audit import ChainHasher
+from kernel.audit_witness import Witnesses
 from kernel.auth import TokenService
 from kernel.clock import Clock, SystemClock
 from kernel.db import Database, create_engine
@@ -28,6 +29,7 @@ class Runtime:
     cipher: FieldCipher
     tokens: TokenService
     chain: ChainHasher
+    witnesses: Witnesses  # where the sealer reports the audit chain's head, outside the database
     # name → coroutine answering {"ok": bool, "url": ...}; the MQTT gateway registers its own
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # where the embedded servers run, when `vnh serve` started them (shown by /readyz)
@@ -59,6 +61,7 @@ class Runtime:
             cipher=FieldCipher.from_settings(settings),
             tokens=TokenService(settings.auth.jwt_secret.get_secret_value(), settings.auth.token_ttl, clock),
             chain=ChainHasher.from_settings(settings),
+            witnesses=Witnesses.from_settings(settings),
         )
 
     def redis_key(self, *parts: str) -> str:

@@ -49,6 +49,12 @@ class AuditSettings(BaseModel):
     hmac: Literal["sha256", "sm3"] = "sha256"
     key: SecretStr | None = None
     seal_interval_s: float = 1.0
+    # The chain's head is witnessed outside the database (kernel/audit_witness.py): an append-only file, by default
+    # `<data_dir>/audit-witness.jsonl` (put it on storage the database's superuser cannot write), and optionally a
+    # remote service that receives each head as a signed JSON POST.
+    witness_file: Path | None = None
+    witness_url: str | None = None
+    witness_timeout_s: float = 5.0
 
 
 class MqttSettings(BaseModel):

@@ -135,8 +135,15 @@ async def list_elders(session: AsyncSession, clock: Clock, access: Access, *, re
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
     if access.role != "elder" and rows:
-        await record_audit(session, clock, access, "elder.list", "elder", None,
-                           {"count": len(rows), "region_code": region_code, "fields": "masked"})
+        # one row per county listed, carrying it, so each county's auditors see who listed their elders
+        per_region: dict[str, int] = {}
+        for elder in rows:
+            per_region[elder.region_code] = per_region.get(elder.region_code, 0) + 1
+        for listed_region, count in sorted(per_region.items()):
+            await record_audit(session, clock, access, "elder.list", "elder", None,
+                               {"count": count, "page_count": len(rows), "region_code": listed_region,
+                                "filter_region_code": region_code, "fields": "masked"},
+                               region_code=listed_region)
     return rows, next_cursor
 
 

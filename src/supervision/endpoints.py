@@ -38,6 +38,16 @@ class AuditRecord(BaseModel):
     outcome: str
     request_id: str | None
     region_code: str | None
+    source_ip: str | None = None  # the client address of the HTTP request (auditors see it: their job)
+    user_agent: str | None = None
+
+
+class ChainHeadReport(BaseModel):
+    chain_seq: int
+    audit_id: str
+    hash: str
+    count: int
+    at: datetime | None = None
 
 
 class ChainReport(BaseModel):
@@ -46,6 +56,11 @@ class ChainReport(BaseModel):
     unsealed: int
     first_broken_id: str | None = None
     reason: str | None = None
+    # the newest seal rows were deleted with their rows: the head a witness outside the database saw, and the
+    # head the chain ends at now
+    truncated: bool = False
+    witnessed_head: ChainHeadReport | None = None
+    found_head: ChainHeadReport | None = None
 
 
 @router.get("/v1/audit/log", response_model=Page[AuditRecord])
@@ -77,7 +92,8 @@ async def audit_log(session: SessionDep, access: ReadAudit,
     items = [
         AuditRecord(id=str(r.id), at=r.at, actor_id=r.actor_id, actor_role=r.actor_role, action=r.action,
                     entity=r.entity, entity_id=r.entity_id, summary=r.summary, outcome=r.outcome,
-                    request_id=r.request_id, region_code=r.region_code)
+                    request_id=r.request_id, region_code=r.region_code, source_ip=r.source_ip,
+                    user_agent=r.user_agent)
         for r in rows[:limit]
     ]
     return Page(items=items, next_cursor=next_cursor)
@@ -86,9 +102,12 @@ async def audit_log(session: SessionDep, access: ReadAudit,
 @router.get("/v1/audit/log/verify", response_model=ChainReport)
 async def verify_audit_log(session: SessionDep, runtime: RuntimeDep, access: VerifyAudit) -> ChainReport:
     del access
-    verdict = await verify_chain(session, runtime.chain)
+    verdict = await verify_chain(session, runtime.chain, witnessed=runtime.witnesses.newest())
+    witnessed, found = verdict.witnessed_head, verdict.found_head
     return ChainReport(intact=verdict.intact, checked=verdict.checked, unsealed=verdict.unsealed,
-                       first_broken_id=verdict.first_broken_id, reason=verdict.reason)
+                       first_broken_id=verdict.first_broken_id, reason=verdict.reason, truncated=verdict.truncated,
+                       witnessed_head=ChainHeadReport.model_validate(witnessed.as_dict()) if witnessed else None,
+                       found_head=ChainHeadReport.model_validate(found.as_dict()) if found else None)
 
 
 # --- auditors' queries, inspections, blacklist ---------------------------------------------------------------

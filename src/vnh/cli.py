@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import getpass
+import json
 import logging
 import signal
 import socket
@@ -183,11 +184,15 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         runtime = Runtime.build(settings)
         try:
             async with runtime.database.unit_of_work() as session:
-                verdict = await verify_chain(session, runtime.chain)
+                verdict = await verify_chain(session, runtime.chain, witnessed=runtime.witnesses.newest())
         finally:
             await runtime.close()
     print(f"intact={verdict.intact} checked={verdict.checked} unsealed={verdict.unsealed}"
           + (f" first_broken_id={verdict.first_broken_id} ({verdict.reason})" if not verdict.intact else ""))
+    if verdict.truncated:
+        witnessed, found = verdict.witnessed_head, verdict.found_head
+        print(f"truncated=true witnessed_head={json.dumps(witnessed.as_dict() if witnessed else None)} "
+              f"found_head={json.dumps(found.as_dict() if found else None)}")
     return 0 if verdict.intact else 1
 
 

@@ -7,8 +7,9 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
-from kernel.audit import seal_pending
+from kernel.audit import seal_batch
 from kernel.outbox import OutboxEvent, OutboxRelay, Publisher
 from kernel.runtime import Runtime
 
@@ -49,8 +50,14 @@ def build_relay(runtime: Runtime, extra: Sequence[Publisher] = ()) -> OutboxRela
 
 
 async def seal_audit_once(runtime: Runtime) -> int:
+    """Seal what is pending; once committed, the new head goes to the witnesses outside the database."""
     async with runtime.database.unit_of_work() as session:
-        return await seal_pending(session, runtime.chain)
+        sealed, head = await seal_batch(session, runtime.chain)
+    if head is not None:
+        await runtime.witnesses.record(replace(head, at=runtime.clock.now()))
+    else:
+        await runtime.witnesses.retry()
+    return sealed
 
 
 async def run_sealer(runtime: Runtime, stop: asyncio.Event) -> None:

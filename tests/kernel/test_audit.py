@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import stat
+import sys
+
 import asyncpg
 import httpx
 import pytest
@@ -8,15 +14,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from kernel.audit import AuditEntry, SystemActor, record_audit, verify_chain
+from kernel.audit_witness import HttpWitness, parse
 from kernel.runtime import Runtime
-from tests.conftest import login_headers
+from tests.conftest import free_port, login_headers, settings_env
 from vnh.workers import seal_audit_once
 
 
 async def _write(rt: Runtime, n: int) -> None:
     async with rt.database.unit_of_work() as s:
         for i in range(n):
-            await record_audit(s, rt.clock, SystemActor("test"), "thing.change", "thing", str(i), {"n": i, "名": "值"})
+            await record_audit(s, rt.clock, SystemActor("test"), "thing.change", "thing", str(i), {"n": i, "名": "值"},
+                               client=("203.0.113.7", "probe/1.0") if i % 2 else None)
 
 
 async def _verify(rt: Runtime) -> tuple[bool, int, int, str | None]:
@@ -56,8 +64,12 @@ async def test_sealed_rows_verify_and_unsealed_ones_are_counted(committed_runtim
          "DELETE FROM audit_log WHERE entity_id = '1'", "2"),
         ("UPDATE audit_seal SET hash = repeat('0', 64) WHERE chain_seq = 4", "3"),
         ("UPDATE audit_log SET region_code = '150602' WHERE entity_id = '4'", "4"),  # moved out of an auditor's sight
+        ("UPDATE audit_log SET source_ip = '198.51.100.1' WHERE entity_id = '3'", "3"),  # the address is sealed
+        ("UPDATE audit_log SET source_ip = NULL, user_agent = NULL WHERE entity_id = '5'", "5"),
+        ("UPDATE audit_log SET source_ip = '198.51.100.1' WHERE entity_id = '2'", "2"),  # none recorded, one added
     ],
-    ids=["edited-summary", "edited-actor", "deleted-row", "forged-seal", "edited-region"],
+    ids=["edited-summary", "edited-actor", "deleted-row", "forged-seal", "edited-region", "edited-source-ip",
+         "erased-client", "added-source-ip"],
 )
 async def test_tampering_breaks_the_chain_at_the_first_damaged_row(committed_runtime: Runtime, tamper: str,
                                                                    broken_id: str) -> None:
@@ -105,3 +117,164 @@ async def test_refused_requests_are_audited(client: httpx.AsyncClient, runtime: 
     assert entry is not None
     assert entry.outcome == "denied" and entry.actor_role == "dispatcher"
     assert entry.summary["path"] == "/v1/organizations"
+
+
+# --- the chain's head witnessed outside the database (issue 13, item 7) ---------------------------------------
+
+_TRUNCATE = ("DELETE FROM audit_seal WHERE chain_seq > 4;"
+             "DELETE FROM audit_log WHERE id NOT IN (SELECT audit_id FROM audit_seal)")
+
+
+async def test_deleting_the_newest_rows_with_their_seals_is_reported_as_truncation(committed_runtime: Runtime) -> None:
+    rt = committed_runtime
+    await _write(rt, 6)
+    assert await seal_audit_once(rt) == 6
+    witnessed = rt.witnesses.newest()
+    assert witnessed is not None and (witnessed.chain_seq, witnessed.count) == (6, 6)
+    await _as_owner(rt, _TRUNCATE)  # the superuser removes the last two rows and their seals, triggers off
+    async with rt.database.unit_of_work() as s:
+        assert (await s.scalar(text("select count(*) from audit_log"))) == 4
+        alone = await verify_chain(s, rt.chain)  # what verify answered before the witness: the attack unseen
+        verdict = await verify_chain(s, rt.chain, witnessed=rt.witnesses.newest())
+    assert alone.intact is True and alone.checked == 4
+    assert verdict.intact is False and verdict.truncated is True
+    assert verdict.witnessed_head == witnessed
+    assert verdict.found_head is not None and (verdict.found_head.chain_seq, verdict.found_head.count) == (4, 4)
+    assert verdict.first_broken_id == str(witnessed.audit_id)
+
+    # the HTTP verify endpoint says so too
+    from vnh.app import create_app
+
+    headers = await login_headers(rt, "auditor", region_code="150625")
+    transport = httpx.ASGITransport(app=create_app(rt, background=False), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://vnh.test") as client:
+        report = (await client.get("/v1/audit/log/verify", headers=headers)).json()
+    assert report["intact"] is False and report["truncated"] is True
+    assert report["witnessed_head"]["chain_seq"] == 6
+    assert report["witnessed_head"]["audit_id"] == str(witnessed.audit_id)
+    assert report["found_head"]["chain_seq"] == 4
+
+
+async def test_vnh_audit_verify_exits_non_zero_on_a_truncated_chain(committed_runtime: Runtime) -> None:
+    rt = committed_runtime
+    await _write(rt, 6)
+    await seal_audit_once(rt)
+
+    async def cli() -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vnh.cli", "audit", "verify", env=settings_env(rt.settings),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    code, out = await cli()
+    assert code == 0, out
+    await _as_owner(rt, _TRUNCATE)
+    code, out = await cli()
+    assert code == 1, out
+    assert "intact=False" in out and "truncated=true" in out and '"chain_seq": 6' in out
+
+
+async def test_a_witness_line_cannot_be_forged_without_the_audit_key(committed_runtime: Runtime) -> None:
+    rt = committed_runtime
+    await _write(rt, 3)
+    await seal_audit_once(rt)
+    assert rt.witnesses.file is not None
+    path = rt.witnesses.file.path
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    forged = {**json.loads(lines[0]), "chain_seq": 99, "count": 99}  # a head that would hide nothing, but unsigned
+    with path.open("a") as fh:
+        fh.write(json.dumps(forged) + "\n" + "not json\n")
+    head = rt.witnesses.newest()
+    assert head is not None and head.chain_seq == 3
+    async with rt.database.unit_of_work() as s:
+        assert (await verify_chain(s, rt.chain, witnessed=head)).intact is True
+    # later seals append further heads; the newest is what verify compares against
+    await _write(rt, 2)
+    await seal_audit_once(rt)
+    newest = rt.witnesses.newest()
+    assert newest is not None and newest.chain_seq == 5 and len(path.read_text().splitlines()) == 4
+
+
+async def test_an_unreachable_http_witness_never_stops_sealing_and_gets_the_newest_head_later(
+        committed_runtime: Runtime) -> None:
+    rt = committed_runtime
+    received: list[dict[str, object]] = []
+    assert rt.settings.audit.key is not None
+    key = base64.b64decode(rt.settings.audit.key.get_secret_value())
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        received.append(json.loads(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    witness = HttpWitness(f"http://127.0.0.1:{port}/heads", key, timeout_s=2.0, max_backoff_s=0.0)
+    rt.witnesses.witnesses.append(witness)
+    await _write(rt, 2)
+    assert await seal_audit_once(rt) == 2  # nobody listens: sealed anyway
+    await _write(rt, 1)
+    assert await seal_audit_once(rt) == 1
+    assert received == []
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        assert await seal_audit_once(rt) == 0  # a tick with nothing to seal retries the newest undelivered head
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(received) == 1 and received[0]["chain_seq"] == 3
+    assert parse(key, received[0]) is not None  # signed with the audit key
+
+
+# --- where HTTP actions came from (issue 13, item 8) ---------------------------------------------------------
+
+async def test_every_http_action_records_the_client_address_and_user_agent(client: httpx.AsyncClient,
+                                                                           runtime: Runtime) -> None:
+    ua = {"User-Agent": "Mozilla/5.0 (probe) " + "x" * 400}
+    failed = await client.post("/v1/auth/token", json={"username": "nobody-here", "password": "wrong-Pass-1"},
+                               headers=ua)
+    assert failed.status_code == 401
+    admin = await login_headers(runtime, "admin")
+    created = await client.post("/v1/organizations", json={"name": "锡尼镇服务中心", "region_code": "150625"},
+                                headers={**admin, **ua})
+    assert created.status_code == 201, created.text
+    async with runtime.database.unit_of_work() as s:
+        rows = {e.action: e for e in (await s.scalars(select(AuditEntry).where(
+            AuditEntry.action.in_(["auth.login", "organization.create"])))).all()}
+    assert set(rows) == {"auth.login", "organization.create"}
+    for entry in rows.values():
+        assert entry.source_ip == "127.0.0.1"  # httpx's ASGI transport is the client at 127.0.0.1
+        assert entry.user_agent is not None and entry.user_agent.startswith("Mozilla/5.0 (probe) ")
+        assert len(entry.user_agent) == 256
+    assert rows["auth.login"].outcome == "denied"
+    # system work outside a request has none
+    await _write(runtime, 1)
+    async with runtime.database.unit_of_work() as s:
+        system = await s.scalar(select(AuditEntry).where(AuditEntry.action == "thing.change"))
+    assert system is not None and system.source_ip is None and system.user_agent is None
+    # auditors see it in the log
+    rows_out = (await client.get("/v1/audit/log", headers=admin, params={"entity": "organization"})).json()["items"]
+    assert rows_out[0]["source_ip"] == "127.0.0.1" and rows_out[0]["user_agent"].startswith("Mozilla/5.0")
+
+
+async def test_an_unexpected_failure_is_audited_with_the_client_address(runtime: Runtime) -> None:
+    from vnh.app import create_app
+
+    app = create_app(runtime, background=False)
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/v1/test-boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=("192.0.2.44", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://vnh.test") as client:
+        assert (await client.get("/v1/test-boom", headers={"User-Agent": "probe/2"})).status_code == 500
+    async with runtime.database.unit_of_work() as s:
+        entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "http.failed"))
+    assert entry is not None and (entry.source_ip, entry.user_agent) == ("192.0.2.44", "probe/2")

@@ -170,3 +170,28 @@ async def test_audit_rows_carry_their_region_and_auditors_read_only_their_own(wo
     assert [r["entity_id"] for r in narrowed if r["action"] == "elder.create"] == [str(elsewhere_elder.id)]
     everything = (await world.client.get("/v1/audit/log", headers=admin_headers, params={"limit": 500})).json()
     assert any(r["region_code"] is None for r in everything["items"])  # e.g. user accounts made by the tests
+
+
+async def test_elder_list_rows_carry_the_listed_regions_so_their_auditors_see_them(
+        world: World, admin_headers: dict[str, str]) -> None:
+    from tests.factories import create_elder
+
+    await create_elder(world.rt, region_code="150602")
+    dispatcher = await login_headers(world.rt, "dispatcher", region_code="150625")
+    listed = await world.client.get("/v1/elders", headers=dispatcher)  # no region filter: the caller's whole scope
+    assert listed.status_code == 200 and listed.json()["items"]
+    prefecture = await login_headers(world.rt, "dispatcher", region_code="150600")
+    wide = (await world.client.get("/v1/elders", headers=prefecture, params={"limit": 500})).json()["items"]
+    assert {e["region_code"] for e in wide} >= {"150625", "150602"}
+
+    async def lists_seen_by(region: str) -> list[dict[str, object]]:
+        auditor = await login_headers(world.rt, "auditor", region_code=region)
+        rows = (await world.client.get("/v1/audit/log", headers=auditor,
+                                       params={"entity": "elder", "limit": 500})).json()["items"]
+        return [r for r in rows if r["action"] == "elder.list"]
+
+    here = await lists_seen_by("150625")
+    assert len(here) == 2 and {r["region_code"] for r in here} == {"150625"}  # both callers listed 150625's elders
+    there = await lists_seen_by("150602")
+    assert len(there) == 1 and there[0]["summary"]["count"] == 1  # only the prefecture's list reached 150602
+    assert there[0]["source_ip"] == "127.0.0.1"
