@@ -97,6 +97,15 @@ async def withdraw_pending(session: AsyncSession, rt: Runtime, order_id: uuid.UU
     return len(offers)
 
 
+async def release_accepted(session: AsyncSession, rt: Runtime, order_id: uuid.UUID, reason: str) -> None:
+    """The order's visit was withdrawn before check-in (the caregiver gave it back, a dispatcher reassigned it, the
+    order was cancelled): its accepted offer no longer holds the order, so the next accept may win the unique
+    "one accepted offer per order" index. No event: `orders.visit.withdrawn` already tells the caregiver."""
+    for offer in (await session.scalars(select(Offer).where(
+            Offer.order_id == order_id, Offer.status == "accepted").with_for_update())).all():
+        offer.status, offer.reason = "withdrawn", reason[:500]
+
+
 async def _locked(session: AsyncSession, offer_id: uuid.UUID) -> tuple[Order, Offer]:
     """Order row, then offer row: the one lock order of this module."""
     order_id = await session.scalar(select(Offer.order_id).where(Offer.id == offer_id))

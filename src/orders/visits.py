@@ -126,6 +126,9 @@ async def withdraw_live_visit(session: AsyncSession, rt: Runtime, order: Order, 
     order.visit_id = None
     order.assigned_caregiver_id = None
     _emit(session, rt, visit, "withdrawn", order.region_code)
+    from dispatch import offers
+
+    await offers.release_accepted(session, rt, order.id, f"visit withdrawn: {reason}")
 
 
 async def own_visit(session: AsyncSession, access: Access, visit_id: str, *, for_update: bool = True) -> Visit:

@@ -217,6 +217,21 @@ async def test_a_withdrawn_visit_goes_to_the_next_caregiver(world: World) -> Non
     assert current["status"] == "offered" and current["visit_id"] is None
 
 
+async def test_the_next_caregiver_can_accept_an_order_whose_visit_was_withdrawn(world: World) -> None:
+    """The first accept stays on record but no longer holds the order: the unique "one accepted offer per order"
+    index used to refuse every later accept (409 offer_not_pending) and leave the order stuck."""
+    order = await world.order()
+    offer = (await world.offers_of(0))[0]
+    cg0 = await world.as_cg(0)
+    visit_id = (await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg0)).json()["visit_id"]
+    await world.client.post(f"/v1/visits/{visit_id}/withdraw", json={"reason": "身体不适"}, headers=cg0)
+    second = (await world.offers_of(1))[0]
+    accepted = await world.client.post(f"/v1/offers/{second['id']}/accept", headers=await world.as_cg(1))
+    assert accepted.status_code == 200, accepted.text
+    current = (await world.client.get(f"/v1/orders/{order['id']}", headers=world.dispatcher)).json()
+    assert current["status"] == "assigned" and current["visit_id"] == accepted.json()["visit_id"]
+
+
 async def test_an_order_whose_window_passes_unserved_is_cancelled_by_the_system(world: World) -> None:
     from orders.service import lapse_unserved_orders
 
