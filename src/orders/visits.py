@@ -24,6 +24,7 @@ from kernel.errors import InvalidState, NotFound, Unprocessable
 from kernel.geo import haversine_m, to_wgs84
 from kernel.outbox import emit
 from kernel.runtime import Runtime
+from orders.home import open_home
 from orders.models import Elder, Order, ServiceType, Visit, VisitFlag
 from orders.pricing import price_fen
 from orders.service import apply_event, load_order, parse_uuid
@@ -169,7 +170,8 @@ async def check_in(session: AsyncSession, rt: Runtime, access: Access, visit_id:
     lat, lon = to_wgs84(lat, lon, crs)
     now = rt.clock.now()
     visit.check_in_at, visit.check_in_lat, visit.check_in_lon = now, lat, lon
-    visit.check_in_distance_m = round(haversine_m(lat, lon, elder.lat, elder.lon), 1)
+    home_lat, home_lon = open_home(rt.cipher, elder.home_enc)
+    visit.check_in_distance_m = round(haversine_m(lat, lon, home_lat, home_lon), 1)
     flags = []
     if visit.check_in_distance_m > rt.settings.visits.far_check_in_m:
         flags.append("far_check_in")
