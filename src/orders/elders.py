@@ -22,8 +22,8 @@ from kernel.personal_data import FieldCipher, mask_address, mask_name
 from kernel.phones import mask_phone
 from kernel.resident_id import check_matches_record, mask_resident_id, parse_resident_id
 from orders import schemas
-from orders.home import HOME_CONTEXT, coarse, open_home, seal_home
-from orders.models import Elder
+from orders.home import CHECK_IN_CONTEXT, CHECK_OUT_CONTEXT, HOME_CONTEXT, coarse, open_home, seal_home
+from orders.models import Elder, Visit
 
 ID_CONTEXT = "elders.id_number"
 PHONE_CONTEXT = "elders.phone"
@@ -36,6 +36,9 @@ ENCRYPTED_COLUMNS = (
     EncryptedColumn(Elder, "address_enc", ADDRESS_CONTEXT),
     EncryptedColumn(Elder, "emergency_contacts_enc", CONTACTS_CONTEXT),
     EncryptedColumn(Elder, "home_enc", HOME_CONTEXT),
+    # where visits checked in and out: at the elder's door
+    EncryptedColumn(Visit, "check_in_enc", CHECK_IN_CONTEXT),
+    EncryptedColumn(Visit, "check_out_enc", CHECK_OUT_CONTEXT),
 )
 
 

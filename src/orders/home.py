@@ -6,6 +6,9 @@ staff lists, maps, alarms and outbox events carry is the cell: latitude and long
 1.1 km north–south, less east–west), kept in clear as `coarse_lat`/`coarse_lon` for search and pre-filtering.
 Only the services that need the door (matching distances, check-in verification) and the people entitled to it (the
 assigned caregiver during the visit, a reveal with a reason) open the sealed value.
+
+A visit's check-in and check-out positions are taken at that door, so they are sealed the same way
+(`visits.check_in_enc`, `visits.check_out_enc`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from kernel.personal_data import FieldCipher, UndecryptableValue
 
 HOME_CONTEXT = "elders.home"
+CHECK_IN_CONTEXT = "visits.check_in"
+CHECK_OUT_CONTEXT = "visits.check_out"
 CELL_DEGREES = 0.01
 
 
@@ -21,15 +26,23 @@ def coarse(lat: float, lon: float) -> tuple[float, float]:
     return round(lat, 2), round(lon, 2)
 
 
-def seal_home(cipher: FieldCipher, lat: float, lon: float) -> str:
+def seal_point(cipher: FieldCipher, lat: float, lon: float, *, context: str) -> str:
     # repr keeps every bit of the float: decrypting gives back the very point that was stored
-    return cipher.encrypt(f"{lat!r},{lon!r}", context=HOME_CONTEXT)
+    return cipher.encrypt(f"{lat!r},{lon!r}", context=context)
 
 
-def open_home(cipher: FieldCipher, token: str) -> tuple[float, float]:
-    plaintext = cipher.decrypt(token, context=HOME_CONTEXT)
+def open_point(cipher: FieldCipher, token: str, *, context: str) -> tuple[float, float]:
+    plaintext = cipher.decrypt(token, context=context)
     try:
         lat, lon = (float(part) for part in plaintext.split(","))
     except ValueError as exc:
-        raise UndecryptableValue("the sealed home is not a point") from exc
+        raise UndecryptableValue("the sealed value is not a point") from exc
     return lat, lon
+
+
+def seal_home(cipher: FieldCipher, lat: float, lon: float) -> str:
+    return seal_point(cipher, lat, lon, context=HOME_CONTEXT)
+
+
+def open_home(cipher: FieldCipher, token: str) -> tuple[float, float]:
+    return open_point(cipher, token, context=HOME_CONTEXT)

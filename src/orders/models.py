@@ -184,12 +184,11 @@ class Visit(Base):
     assigned_at: Mapped[datetime]
     departed_at: Mapped[datetime | None]
     check_in_at: Mapped[datetime | None]
-    check_in_lat: Mapped[float | None] = mapped_column(Float)
-    check_in_lon: Mapped[float | None] = mapped_column(Float)
+    # taken at the elder's door, so sealed like the home (orders.home): `lat,lon` ciphertext
+    check_in_enc: Mapped[str | None] = mapped_column(String(300))
     check_in_distance_m: Mapped[float | None] = mapped_column(Float)
     check_out_at: Mapped[datetime | None]
-    check_out_lat: Mapped[float | None] = mapped_column(Float)
-    check_out_lon: Mapped[float | None] = mapped_column(Float)
+    check_out_enc: Mapped[str | None] = mapped_column(String(300))
     duration_min: Mapped[int | None]
     tasks_done: Mapped[list[Any]] = mapped_column(default=list)
     notes: Mapped[str | None] = mapped_column(String(2000))

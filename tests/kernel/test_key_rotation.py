@@ -46,7 +46,8 @@ async def test_rotation_rewrites_every_value_under_the_new_key_and_is_idempotent
     report = await rotate(rt.database, rt.clock, cipher, COLUMNS, batch=2)
     assert report.complete and report.key == "k-new"
     assert report.rewritten == {"elders.id_number_enc": 3, "elders.phone_enc": 2, "elders.address_enc": 3,
-                                "elders.emergency_contacts_enc": 3, "elders.home_enc": 3, "caregivers.phone_enc": 1}
+                                "elders.emergency_contacts_enc": 3, "elders.home_enc": 3, "visits.check_in_enc": 0,
+                                "visits.check_out_enc": 0, "caregivers.phone_enc": 1}
     again = await rotate(rt.database, rt.clock, cipher, COLUMNS)
     assert sum(again.rewritten.values()) == 0
 

@@ -17,7 +17,7 @@ from kernel.audit import AuditEntry
 from kernel.migrate import migrate
 from kernel.personal_data import FieldCipher
 from kernel.runtime import Runtime
-from orders.home import coarse, open_home
+from orders.home import CHECK_IN_CONTEXT, CHECK_OUT_CONTEXT, coarse, open_home, open_point
 from tests.conftest import _admin, _admin_dsn, _db_url, login_headers
 from tests.factories import HANGGIN, elder_payload, offset
 from tests.world import World
@@ -125,18 +125,27 @@ async def test_the_caregiver_sees_the_exact_home_from_acceptance_to_check_out_an
         reads = (await s.scalars(select(AuditEntry.summary).where(
             AuditEntry.action == "elder.read_for_visit", AuditEntry.entity_id == str(world.elder.id)))).all()
     assert reads and all("home" in r["fields"] for r in reads)
+    async with rt.database.unit_of_work() as s:  # the check-in and check-out points, taken at the door, are sealed
+        raw = (await s.execute(text("SELECT row_to_json(v)::text AS raw, check_in_enc, check_out_enc FROM visits v "
+                                    "WHERE id = :id"), {"id": visit_id})).one()
+    assert _digits(near[0])[:5] not in raw.raw and _digits(near[1])[:5] not in raw.raw
+    assert open_point(rt.cipher, raw.check_in_enc, context=CHECK_IN_CONTEXT) == near
+    assert open_point(rt.cipher, raw.check_out_enc, context=CHECK_OUT_CONTEXT) == near
 
 
 async def test_the_migration_seals_existing_homes_and_leaves_no_plaintext_in_the_table(
         server_urls: dict[str, str]) -> None:
-    """0014 on a database with elders: each home sealed with the service's cipher, the cell kept, and the table
-    rewritten so the dropped plaintext columns' bytes are gone from its pages (checked with pageinspect)."""
+    """0014 on a database with elders and a visit: each home and check-in/out point sealed with the service's cipher,
+    the cell kept, and the tables rewritten so the dropped plaintext columns' bytes are gone from their pages
+    (checked with pageinspect)."""
     base = server_urls["database"]
     name = f"vnh_t_{os.getpid()}_{secrets.token_hex(4)}"
     await _admin(base, f'CREATE DATABASE "{name}"')
     cipher = FieldCipher(cipher="aes-gcm", keys={"k1": os.urandom(32)}, active_key="k1",
                          blind_index_key=os.urandom(32))
     homes = {uuid.uuid4(): (EXACT[0] + i / 1000, EXACT[1] - i / 1000) for i in range(3)}
+    first, visit_id = next(iter(homes)), uuid.uuid4()
+    door, door_out = (EXACT[0] + 0.000013, EXACT[1] + 0.000021), (EXACT[0] - 0.000017, EXACT[1] + 0.000011)
     try:
         await migrate(_db_url(base, name), "vnh_app", revision="0007")
         conn = await asyncpg.connect(_admin_dsn(base, name))
@@ -148,22 +157,40 @@ async def test_the_migration_seals_existing_homes_and_leaves_no_plaintext_in_the
                     "categories, assessment_level, languages, preferences, status) VALUES ($1, '王秀英', 'x', $2, "
                     "'x', 'x', 'x', '[]', 'female', '1940-01-01', $3, $4, '150625', '{}', 0, '{}', '{}', 'active')",
                     elder_id, secrets.token_hex(16), lat, lon)
+            # a finished visit at the first elder's door (its order and caregiver need not exist for this: the
+            # scratch database drops the foreign keys)
+            for constraint in await conn.fetch("SELECT conname FROM pg_constraint WHERE contype = 'f' "
+                                               "AND conrelid = 'visits'::regclass"):
+                await conn.execute(f'ALTER TABLE visits DROP CONSTRAINT "{constraint[0]}"')
+            await conn.execute(
+                "INSERT INTO visits (id, order_id, caregiver_id, organization_id, elder_id, service_code, status, "
+                "window_start, window_end, assigned_at, check_in_at, check_in_lat, check_in_lon, check_out_at, "
+                "check_out_lat, check_out_lon, tasks_done, billing) VALUES ($1, $2, $2, $2, $3, 'daily_care', "
+                "'completed', now(), now() + interval '1 hour', now(), now(), $4, $5, now(), $6, $7, '[]', "
+                "'pending')", visit_id, uuid.uuid4(), first, *door, *door_out)
             await migrate(_db_url(base, name), "vnh_app", cipher=cipher)
             rows = {r["id"]: r for r in await conn.fetch("SELECT id, home_enc, coarse_lat, coarse_lon FROM elders")}
+            visit = await conn.fetchrow("SELECT check_in_enc, check_out_enc FROM visits")
             columns = {r[0] for r in await conn.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = 'elders'::regclass AND NOT attisdropped")}
+                "SELECT attname FROM pg_attribute WHERE attrelid IN ('elders'::regclass, 'visits'::regclass) "
+                "AND NOT attisdropped")}
             await conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
-            pages = await conn.fetchval("SELECT pg_relation_size('elders') / current_setting('block_size')::int")
-            tuples = [bytes(r[0]) for n in range(pages) for r in await conn.fetch(
-                "SELECT t_data FROM heap_page_items(get_raw_page('elders', $1)) WHERE t_data IS NOT NULL", n)]
+            tuples = []
+            for table in ("elders", "visits"):
+                pages = await conn.fetchval("SELECT pg_relation_size($1::regclass) / "
+                                            "current_setting('block_size')::int", table)
+                tuples += [bytes(r[0]) for n in range(pages) for r in await conn.fetch(
+                    "SELECT t_data FROM heap_page_items(get_raw_page($1, $2)) WHERE t_data IS NOT NULL", table, n)]
         finally:
             await conn.close()
     finally:
         await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    assert "lat" not in columns and "lon" not in columns
+    assert not columns & {"lat", "lon", "check_in_lat", "check_in_lon", "check_out_lat", "check_out_lon"}
+    assert open_point(cipher, visit["check_in_enc"], context=CHECK_IN_CONTEXT) == door
+    assert open_point(cipher, visit["check_out_enc"], context=CHECK_OUT_CONTEXT) == door_out
     for elder_id, point in homes.items():
         assert open_home(cipher, rows[elder_id]["home_enc"]) == point
         assert (rows[elder_id]["coarse_lat"], rows[elder_id]["coarse_lon"]) == coarse(*point)
-    assert len(tuples) >= len(homes)
-    for lat, lon in homes.values():  # float8 as stored on the page, little-endian on x86 and arm
+    assert len(tuples) >= len(homes) + 1
+    for lat, lon in (*homes.values(), door, door_out):  # float8 as stored on the page, little-endian (x86, arm)
         assert not any(struct.pack("<d", lat) in t or struct.pack("<d", lon) in t for t in tuples)
