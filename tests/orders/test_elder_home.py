@@ -194,3 +194,36 @@ async def test_the_migration_seals_existing_homes_and_leaves_no_plaintext_in_the
     assert len(tuples) >= len(homes) + 1
     for lat, lon in (*homes.values(), door, door_out):  # float8 as stored on the page, little-endian (x86, arm)
         assert not any(struct.pack("<d", lat) in t or struct.pack("<d", lon) in t for t in tuples)
+
+
+async def test_impossible_travel_is_still_measured_from_the_sealed_check_out_point(world: World) -> None:
+    """The previous visit's check-out point is opened to compare with the next check-in (visits.check_in)."""
+    rt, client = world.rt, world.client
+    cg = await world.as_cg(0)
+
+    async def visit() -> str:
+        order = await world.order(headers=world.family)
+        offer = next((o for o in await world.offers_of(0) if o["order_id"] == order["id"]), None)
+        if offer is None:  # offered to someone else: the dispatcher assigns it to this caregiver
+            assigned = await client.post(f"/v1/orders/{order['id']}/assign", headers=world.dispatcher,
+                                         json={"caregiver_id": str(world.caregivers[0].id)})
+            assert assigned.status_code == 201, assigned.text
+            offer = assigned.json()
+        accepted = await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)
+        assert accepted.status_code == 200, accepted.text
+        return str(accepted.json()["visit_id"])
+
+    first = await visit()
+    assert (await client.post(f"/v1/visits/{first}/depart", headers=cg)).status_code == 200
+    at_home = {"lat": world.home[0], "lon": world.home[1]}
+    assert (await client.post(f"/v1/visits/{first}/check-in", json=at_home, headers=cg)).status_code == 200
+    rt.clock.advance(3600)  # type: ignore[attr-defined]
+    far = offset(*world.home, north_m=60_000)  # checked out 60 km away (a fake position, say)
+    out = await client.post(f"/v1/visits/{first}/check-out", json={"lat": far[0], "lon": far[1]}, headers=cg)
+    assert out.status_code == 200, out.text
+    second = await visit()
+    assert (await client.post(f"/v1/visits/{second}/depart", headers=cg)).status_code == 200
+    rt.clock.advance(600)  # 60 km in 10 minutes
+    checked_in = await client.post(f"/v1/visits/{second}/check-in", json=at_home, headers=cg)
+    assert checked_in.status_code == 200, checked_in.text
+    assert "impossible_travel" in checked_in.json()["flags"]
