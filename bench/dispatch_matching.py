@@ -75,6 +75,7 @@ from dispatch.models import Caregiver, Offer, Organization
 from kernel.authz import Access
 from kernel.runtime import Runtime
 from orders.elders import create_elder
+from orders.home import open_home
 from orders.models import Elder, Order, ServiceType
 from orders.pricing import price_fen, service_month
 from orders.service import ASAP_WINDOW, Intake, create_order
@@ -189,10 +190,11 @@ async def history(rt: Runtime, elders: list[Elder], progress: Progress) -> dict[
             offer = await offers_module.accept_offer(s, rt, BENCH, str(offer_id))
             accepted.append(offer.order_id)
     async with rt.database.unit_of_work() as s:
-        rows = (await s.execute(select(Order.visit_id, Elder.lat, Elder.lon).join(Elder, Elder.id == Order.elder_id)
+        rows = (await s.execute(select(Order.visit_id, Elder.home_enc).join(Elder, Elder.id == Order.elder_id)
                                 .where(Order.id.in_(accepted[:COMPLETED])))).all()
     finished, failure = 0, ""
-    for visit_id, lat, lon in rows:
+    for visit_id, home_enc in rows:
+        lat, lon = open_home(rt.cipher, home_enc)  # checked in at the door
         async with rt.database.unit_of_work() as s:
             await visits_module.depart(s, rt, BENCH, str(visit_id))
             await visits_module.check_in(s, rt, BENCH, str(visit_id), lat, lon, "wgs84")
@@ -247,12 +249,13 @@ async def measure(rt: Runtime, dbname: str, elders: list[Elder], services: dict[
                 await raw.fetchval("select 1")
             times["SELECT 1 (raw asyncpg)"].append(w.sample)
             with Stopwatch() as w:
-                await rt.redis.geosearch(pos_key, longitude=elder.lon, latitude=elder.lat, radius=d.radius_m,
-                                         unit="m", sort="ASC", count=d.candidate_limit, withdist=True)
+                await rt.redis.geosearch(pos_key, longitude=elder.coarse_lon, latitude=elder.coarse_lat,
+                                         radius=d.radius_m, unit="m", sort="ASC", count=d.candidate_limit,
+                                         withdist=True)
             times[geo_label].append(w.sample)
             with Stopwatch() as w:
-                await rt.redis.geosearch(pos_key, longitude=elder.lon, latitude=elder.lat, radius=5, unit="km",
-                                         sort="ASC", count=50)
+                await rt.redis.geosearch(pos_key, longitude=elder.coarse_lon, latitude=elder.coarse_lat, radius=5,
+                                         unit="km", sort="ASC", count=50)
             times["GEOSEARCH 5 km COUNT 50 (design §6)"].append(w.sample)
             if (i + 1) % 250 == 0:
                 progress(f"timed {i + 1}/{n} orders (find_candidates p50 so far "
@@ -393,7 +396,8 @@ async def caregiver_query_variants(rt: Runtime, elders: list[Elder], n: int, bud
         if time.perf_counter() > deadline:
             break
         elder = rng.choice(elders)
-        ids = [cid for cid, _m in await live.nearby(rt, elder.lat, elder.lon, d.radius_m, d.candidate_limit)]
+        near = await live.nearby(rt, elder.coarse_lat, elder.coarse_lon, d.radius_m, d.candidate_limit)
+        ids = [cid for cid, _m in near]
         async with rt.database.unit_of_work() as s:
             await s.execute(text("select 1"))
             with Stopwatch() as w:

@@ -27,6 +27,7 @@ class World:
                  dispatcher: dict[str, str], family: dict[str, str]) -> None:
         self.rt, self.client, self.elder, self.caregivers = rt, client, elder, caregivers
         self.dispatcher, self.family = dispatcher, family
+        self.home = XINI_TOWN  # the elder's exact home (sealed in the database: orders.home)
 
     async def order(self, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
         payload = {"elder_id": str(self.elder.id), "service_code": "daily_care", "channel": "app", **body}

@@ -56,11 +56,11 @@ class Trigger:
     source_event_id: str | None = None
     device_ts: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
-    home: tuple[float, float] | None = None  # the elder's home (lat, lon) when the caller already read it
+    home: tuple[float, float] | None = None  # the elder's home cell (lat, lon) when the caller already read it
 
 
 def position(alarm: Alarm) -> tuple[float | None, float | None]:
-    """Where the alarm is (WGS-84): the triggering event's position if it carried one, else the elder's home, as
+    """Where the alarm is (WGS-84): the triggering event's position if it carried one, else the elder's home cell, as
     `raise_alarm` recorded them in `details["position"]`; the event's `lat`/`lon` for alarms raised before that."""
     details = alarm.details or {}
     where = details.get("position") or details
@@ -71,12 +71,12 @@ def position(alarm: Alarm) -> tuple[float | None, float | None]:
 
 
 async def positions(session: AsyncSession, rows: list[Alarm]) -> dict[uuid.UUID, tuple[float | None, float | None]]:
-    """`position` of each alarm; alarms that recorded none fall back to their elder's home (one query)."""
+    """`position` of each alarm; alarms that recorded none fall back to their elder's home cell (one query)."""
     out = {alarm.id: position(alarm) for alarm in rows}
     missing = {alarm.elder_id for alarm in rows if out[alarm.id][0] is None}
     if missing:
-        homes = {r.id: (r.lat, r.lon) for r in (await session.execute(
-            select(Elder.id, Elder.lat, Elder.lon).where(Elder.id.in_(missing)))).all()}
+        homes = {r.id: (r.coarse_lat, r.coarse_lon) for r in (await session.execute(
+            select(Elder.id, Elder.coarse_lat, Elder.coarse_lon).where(Elder.id.in_(missing)))).all()}
         for alarm in rows:
             if out[alarm.id][0] is None and alarm.elder_id in homes:
                 out[alarm.id] = homes[alarm.elder_id]
@@ -167,14 +167,17 @@ async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, a
 
 
 async def _trigger_position(session: AsyncSession, trigger: Trigger) -> dict[str, Any] | None:
-    """The event's position (already WGS-84, protocol.py converts GCJ-02/BD-09) or else the elder's home."""
+    """The event's position (already WGS-84, protocol.py converts GCJ-02/BD-09) or else the elder's home cell: the
+    alarm's details and outbox events are stored in clear, so they never carry the exact home (orders.home); the
+    responder gets the door with the emergency order's accepted offer."""
     lat, lon = trigger.details.get("lat"), trigger.details.get("lon")
     if isinstance(lat, int | float) and isinstance(lon, int | float):
         return {"lat": float(lat), "lon": float(lon), "from": "event"}
     if trigger.home is not None:
         return {"lat": trigger.home[0], "lon": trigger.home[1], "from": "home"}
-    home = (await session.execute(select(Elder.lat, Elder.lon).where(Elder.id == trigger.elder_id))).first()
-    return None if home is None else {"lat": home.lat, "lon": home.lon, "from": "home"}
+    home = (await session.execute(select(Elder.coarse_lat, Elder.coarse_lon)
+                                  .where(Elder.id == trigger.elder_id))).first()
+    return None if home is None else {"lat": home.coarse_lat, "lon": home.coarse_lon, "from": "home"}
 
 
 async def _order_for(session: AsyncSession, rt: Runtime, alarm: Alarm, actor: Actor, service_code: str,

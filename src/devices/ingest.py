@@ -77,7 +77,9 @@ class DeviceState:
     last_seq: int | None
     seq_missed: int
     buttons: dict[str, str]
-    home: tuple[float, float]  # the elder's (lat, lon): where an alarm without a position of its own is shown
+    # the elder's home cell (~1 km; the exact home is sealed, orders.home): where an alarm without a position of
+    # its own is shown
+    home: tuple[float, float]
     offline_alarm: bool = False  # an open device_offline alarm, which any event from the device resolves
     battery_out: bool = False  # its low-battery watch is in a low streak (a good reading must reset it)
     seen_at: datetime | None = None
@@ -112,7 +114,8 @@ def track_sequence(last_seq: int | None, missed: int, seq: int) -> tuple[int, in
 
 # the batch statements are parsed once: `text()` scans its SQL for parameters on every construction
 _LOCK_DEVICES = text(
-    "SELECT d.device_id, d.elder_id, e.region_code, e.lat, e.lon, d.status, d.last_seq, d.seq_missed, d.buttons, "
+    "SELECT d.device_id, d.elder_id, e.region_code, e.coarse_lat, e.coarse_lon, d.status, d.last_seq, d.seq_missed, "
+    "d.buttons, "
     "EXISTS (SELECT 1 FROM alarms a WHERE a.type = 'device_offline' AND a.open_key = d.device_id "
     "AND a.status <> 'resolved') AS offline_alarm, "
     "EXISTS (SELECT 1 FROM device_rule_watch w WHERE w.elder_id = d.elder_id "
@@ -127,7 +130,7 @@ async def _lock_devices(session: AsyncSession, device_ids: set[str]) -> dict[str
     rows = await session.execute(_LOCK_DEVICES, {"ids": sorted(device_ids)})
     return {r.device_id: DeviceState(device_id=r.device_id, elder_id=r.elder_id, region_code=r.region_code,
                                      status=r.status, last_seq=r.last_seq, seq_missed=r.seq_missed,
-                                     buttons=dict(r.buttons or {}), home=(r.lat, r.lon),
+                                     buttons=dict(r.buttons or {}), home=(r.coarse_lat, r.coarse_lon),
                                      offline_alarm=r.offline_alarm, battery_out=r.battery_out)
             for r in rows}
 

@@ -122,7 +122,7 @@ class Alarm(BaseModel):
     callback_order_id: str | None
     escalation_level: int
     lat: float | None = Field(None, description="WGS-84 position of the alarm: the triggering event's if it carried "
-                                                "one, else the elder's home")
+                                                "one, else the elder's home cell (~1 km, 0.01°)")
     lon: float | None = None
     details: dict[str, Any] | None = Field(None, description="what raised it: readings and ranges, position, "
                                                              "confidence, notes")

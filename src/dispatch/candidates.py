@@ -119,7 +119,7 @@ async def find_candidates(session: AsyncSession, rt: Runtime, order: Order, *,
     On the hot path (bench/dispatch_matching.py): one GEOSEARCH, then the candidates' matching columns, the
     blacklist and the visit facts (busy, today's load, continuity) in one query each; no ORM objects."""
     settings = rt.settings.dispatch
-    elder = await matching_profile(session, order.elder_id)
+    elder = await matching_profile(session, order.elder_id, rt.cipher)  # the exact home: one decrypt per call
     need = await need_of(session, order, elder)
     use_live = live_positions if live_positions is not None else \
         order.window_start <= rt.clock.now() + settings.batch_horizon

@@ -132,7 +132,8 @@ def _offer_out(offer: Offer, order: Order, elder: ElderProfile | None,
                contact: VisitContact | None = None) -> schemas.OfferOut:
     accepted = offer.status == "accepted"
     if contact is not None:
-        who = schemas.OfferElder(name=contact.name, address=contact.address, phone=contact.phone)
+        who = schemas.OfferElder(name=contact.name, address=contact.address, phone=contact.phone,
+                                 lat=contact.lat, lon=contact.lon)
     else:
         who = schemas.OfferElder(name=elder.name_masked if elder else "", address=elder.address_masked if elder else "")
     return schemas.OfferOut(

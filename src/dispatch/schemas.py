@@ -137,6 +137,8 @@ class OfferElder(BaseModel):
     name: str = Field(description="masked until accepted")
     address: str = Field(description="county level until accepted")
     phone: str | None = Field(default=None, description="only once accepted")
+    lat: float | None = Field(default=None, description="the exact home, only once accepted")
+    lon: float | None = Field(default=None, description="the exact home, only once accepted")
 
 
 class OfferOut(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -66,20 +67,24 @@ def apply_grants(conn: Connection, role: str) -> None:
     conn.execute(text(f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {r}"))
 
 
-def _upgrade(conn: Connection, role: str, revision: str) -> None:
+def _upgrade(conn: Connection, role: str, revision: str, cipher: Any) -> None:
     ensure_role(conn, role)
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
+    if cipher is not None:  # revisions that seal existing data (0014) need the field keys, which live in settings
+        cfg.attributes["field_cipher"] = cipher
     command.upgrade(cfg, revision)
     apply_grants(conn, role)
 
 
-async def migrate(owner_url: str, role: str, revision: str = "heads", *, tls: TlsSettings | None = None) -> None:
+async def migrate(owner_url: str, role: str, revision: str = "heads", *, tls: TlsSettings | None = None,
+                  cipher: Any = None) -> None:
+    """`cipher`: the service's FieldCipher, for revisions that encrypt data already stored."""
     engine_url, connect_args = engine_url_and_args(owner_url, tls)
     engine = create_async_engine(engine_url, poolclass=NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as conn:
-            await conn.run_sync(_upgrade, role, revision)
+            await conn.run_sync(_upgrade, role, revision, cipher)
             await conn.commit()
     finally:
         await engine.dispose()

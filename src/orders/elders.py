@@ -22,7 +22,8 @@ from kernel.personal_data import FieldCipher, mask_address, mask_name
 from kernel.phones import mask_phone
 from kernel.resident_id import check_matches_record, mask_resident_id, parse_resident_id
 from orders import schemas
-from orders.models import Elder
+from orders.home import CHECK_IN_CONTEXT, CHECK_OUT_CONTEXT, HOME_CONTEXT, coarse, open_home, seal_home
+from orders.models import Elder, Visit
 
 ID_CONTEXT = "elders.id_number"
 PHONE_CONTEXT = "elders.phone"
@@ -34,6 +35,10 @@ ENCRYPTED_COLUMNS = (
     EncryptedColumn(Elder, "phone_enc", PHONE_CONTEXT),
     EncryptedColumn(Elder, "address_enc", ADDRESS_CONTEXT),
     EncryptedColumn(Elder, "emergency_contacts_enc", CONTACTS_CONTEXT),
+    EncryptedColumn(Elder, "home_enc", HOME_CONTEXT),
+    # where visits checked in and out: at the elder's door
+    EncryptedColumn(Visit, "check_in_enc", CHECK_IN_CONTEXT),
+    EncryptedColumn(Visit, "check_out_enc", CHECK_OUT_CONTEXT),
 )
 
 
@@ -52,6 +57,11 @@ def _set_contacts(elder: Elder, cipher: FieldCipher, contacts: list[schemas.Emer
     plaintext = json.dumps([c.model_dump() for c in contacts], ensure_ascii=False)
     elder.emergency_contacts_enc = cipher.encrypt(plaintext, context=CONTACTS_CONTEXT) if contacts else None
     elder.emergency_contacts_masked = _masked_contacts(contacts)
+
+
+def _set_home(elder: Elder, cipher: FieldCipher, lat: float, lon: float) -> None:
+    elder.home_enc = seal_home(cipher, lat, lon)
+    elder.coarse_lat, elder.coarse_lon = coarse(lat, lon)
 
 
 def _set_phone(elder: Elder, cipher: FieldCipher, phone: str | None) -> None:
@@ -78,11 +88,12 @@ async def create_elder(session: AsyncSession, clock: Clock, cipher: FieldCipher,
         id=uuid.uuid4(), name=data.name.strip(),
         id_number_enc=id_number.ciphertext, id_number_bidx=id_number.blind_index, id_number_masked=id_number.masked,
         address_enc=cipher.encrypt(address, context=ADDRESS_CONTEXT), address_masked=mask_address(address),
-        gender=data.gender, birth_date=data.birth_date, lat=lat, lon=lon, region_code=data.region_code,
+        gender=data.gender, birth_date=data.birth_date, region_code=data.region_code,
         town_code=data.town_code, village_code=data.village_code, categories=sorted(set(data.categories)),
         assessment_level=data.assessment_level, languages=data.languages,
         preferences=data.preferences.model_dump(exclude_none=True), status="active",
     )
+    _set_home(elder, cipher, lat, lon)
     _set_phone(elder, cipher, data.phone)
     _set_contacts(elder, cipher, data.emergency_contacts)
     session.add(elder)
@@ -161,7 +172,7 @@ async def update_elder(session: AsyncSession, clock: Clock, cipher: FieldCipher,
         elder.address_enc = cipher.encrypt(address, context=ADDRESS_CONTEXT)
         elder.address_masked = mask_address(address)
     if data.lat is not None and data.lon is not None:
-        elder.lat, elder.lon = to_wgs84(data.lat, data.lon, data.crs)
+        _set_home(elder, cipher, *to_wgs84(data.lat, data.lon, data.crs))
     if data.categories is not None:
         elder.categories = sorted(set(data.categories))
     if data.assessment_level is not None:
@@ -192,6 +203,9 @@ async def reveal(session: AsyncSession, clock: Clock, cipher: FieldCipher, acces
             out.phone = cipher.decrypt(elder.phone_enc, context=PHONE_CONTEXT)
         elif name == "address":
             out.address = cipher.decrypt(elder.address_enc, context=ADDRESS_CONTEXT)
+        elif name == "home":
+            lat, lon = open_home(cipher, elder.home_enc)
+            out.home = schemas.HomePoint(lat=lat, lon=lon)
         elif name == "emergency_contacts":
             raw = cipher.decrypt(elder.emergency_contacts_enc, context=CONTACTS_CONTEXT) \
                 if elder.emergency_contacts_enc else "[]"
@@ -205,7 +219,7 @@ def to_schema(elder: Elder) -> schemas.Elder:
     return schemas.Elder(
         id=str(elder.id), name=elder.name, id_number=elder.id_number_masked, phone=elder.phone_masked,
         gender=elder.gender,
-        birth_date=elder.birth_date, address=elder.address_masked, lat=elder.lat, lon=elder.lon,
+        birth_date=elder.birth_date, address=elder.address_masked, lat=elder.coarse_lat, lon=elder.coarse_lon,
         region_code=elder.region_code, town_code=elder.town_code, village_code=elder.village_code,
         categories=elder.categories, assessment_level=elder.assessment_level, languages=elder.languages,
         preferences=schemas.Preferences.model_validate(elder.preferences),
@@ -218,7 +232,10 @@ def to_schema(elder: Elder) -> schemas.Elder:
 
 @dataclass(frozen=True)
 class ElderProfile:
-    """What dispatch needs of an elder to match: home, region, languages, preferences."""
+    """What dispatch needs of an elder to match: home, region, languages, preferences.
+
+    `lat`/`lon` are the exact home when the profile was read with the cipher (matching distances), else the ~1 km
+    cell (`exact` False: offer lists, which show no position)."""
 
     id: uuid.UUID
     lat: float
@@ -229,14 +246,17 @@ class ElderProfile:
     name_masked: str
     address_masked: str
     device_ids: tuple[str, ...] = ()
+    exact: bool = False
 
 
-async def matching_profile(session: AsyncSession, elder_id: uuid.UUID) -> ElderProfile:
+async def matching_profile(session: AsyncSession, elder_id: uuid.UUID,
+                           cipher: FieldCipher | None = None) -> ElderProfile:
     elder = await session.get(Elder, elder_id)
     if elder is None:
         raise NotFound("elder not found")
+    lat, lon = open_home(cipher, elder.home_enc) if cipher is not None else (elder.coarse_lat, elder.coarse_lon)
     return ElderProfile(
-        id=elder.id, lat=elder.lat, lon=elder.lon, region_code=elder.region_code,
+        id=elder.id, lat=lat, lon=lon, exact=cipher is not None, region_code=elder.region_code,
         languages=frozenset(elder.languages), preferred_gender=elder.preferences.get("caregiver_gender"),
         name_masked=mask_name(elder.name), address_masked=elder.address_masked,
     )
@@ -247,17 +267,33 @@ class VisitContact:
     name: str
     address: str
     phone: str | None
+    lat: float
+    lon: float
 
 
 async def contact_for_visit(session: AsyncSession, clock: Clock, cipher: FieldCipher, access: Access,
                             elder_id: uuid.UUID) -> VisitContact:
-    """The assigned caregiver needs the door and the phone once it has accepted; the read is audited."""
+    """The assigned caregiver needs the door, the phone and the exact home point once it has accepted; the read is
+    audited."""
     elder = await session.get(Elder, elder_id)
     if elder is None:
         raise NotFound("elder not found")
     await record_audit(session, clock, access, "elder.read_for_visit", "elder", elder.id,
-                       {"fields": ["name", "address", "phone"]})
+                       {"fields": ["name", "address", "phone", "home"]})
+    lat, lon = open_home(cipher, elder.home_enc)
     return VisitContact(
         name=elder.name, address=cipher.decrypt(elder.address_enc, context=ADDRESS_CONTEXT),
         phone=cipher.decrypt(elder.phone_enc, context=PHONE_CONTEXT) if elder.phone_enc else None,
+        lat=lat, lon=lon,
     )
+
+
+async def home_for_visit(session: AsyncSession, clock: Clock, cipher: FieldCipher, access: Access,
+                         elder_id: uuid.UUID, visit_id: uuid.UUID) -> tuple[float, float]:
+    """The exact home for the caregiver of an active visit (the caller checks who and when); audited."""
+    token = await session.scalar(select(Elder.home_enc).where(Elder.id == elder_id))
+    if token is None:
+        raise NotFound("elder not found")
+    await record_audit(session, clock, access, "elder.read_for_visit", "elder", elder_id,
+                       {"fields": ["home"], "visit_id": str(visit_id)})
+    return open_home(cipher, token)

@@ -67,8 +67,10 @@ class Elder(Base):
     emergency_contacts_masked: Mapped[list[Any]] = mapped_column(default=list)
     gender: Mapped[str] = mapped_column(String(6))
     birth_date: Mapped[date]
-    lat: Mapped[float] = mapped_column(Float)
-    lon: Mapped[float] = mapped_column(Float)
+    # the exact home (WGS-84) is personal data: sealed (orders.home); a ~1 km cell stays clear for search and maps
+    home_enc: Mapped[str] = mapped_column(String(300))
+    coarse_lat: Mapped[float] = mapped_column(Float)
+    coarse_lon: Mapped[float] = mapped_column(Float)
     region_code: Mapped[str] = mapped_column(String(6), index=True)
     town_code: Mapped[str | None] = mapped_column(String(9))
     village_code: Mapped[str | None] = mapped_column(String(12))
@@ -86,7 +88,8 @@ class Elder(Base):
         CheckConstraint("gender IN ('male','female')", name="gender_known"),
         CheckConstraint("status IN ('active','deceased','moved')", name="status_known"),
         CheckConstraint("assessment_level BETWEEN 0 AND 4", name="assessment_level_range"),
-        CheckConstraint("lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180", name="coordinates_range"),
+        CheckConstraint("coarse_lat BETWEEN -90 AND 90 AND coarse_lon BETWEEN -180 AND 180",
+                        name="coarse_coordinates_range"),
         CheckConstraint("region_code ~ '^[0-9]{6}$'", name="region_code_shape"),
         CheckConstraint(
             "categories <@ ARRAY['tekun','dibao','gaoling','shineng','shizhi','duju','kongchao','liushou',"
@@ -181,12 +184,11 @@ class Visit(Base):
     assigned_at: Mapped[datetime]
     departed_at: Mapped[datetime | None]
     check_in_at: Mapped[datetime | None]
-    check_in_lat: Mapped[float | None] = mapped_column(Float)
-    check_in_lon: Mapped[float | None] = mapped_column(Float)
+    # taken at the elder's door, so sealed like the home (orders.home): `lat,lon` ciphertext
+    check_in_enc: Mapped[str | None] = mapped_column(String(300))
     check_in_distance_m: Mapped[float | None] = mapped_column(Float)
     check_out_at: Mapped[datetime | None]
-    check_out_lat: Mapped[float | None] = mapped_column(Float)
-    check_out_lon: Mapped[float | None] = mapped_column(Float)
+    check_out_enc: Mapped[str | None] = mapped_column(String(300))
     duration_min: Mapped[int | None]
     tasks_done: Mapped[list[Any]] = mapped_column(default=list)
     notes: Mapped[str | None] = mapped_column(String(2000))

@@ -15,7 +15,8 @@ from kernel.errors import NotFound
 from kernel.fields import AwareTime, CountyCode, Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
-from orders import schemas, service, visits
+from kernel.runtime import Runtime
+from orders import elders, schemas, service, visits
 from orders.models import Order, Visit, VisitFlag
 from orders.state import queue_reason
 
@@ -123,6 +124,9 @@ class VisitOut(BaseModel):
     flags: list[str]
     open_flags: list[str]
     billing: str
+    elder_home: schemas.HomePoint | None = Field(
+        default=None, description="the elder's exact home, only to the visit's caregiver while the visit is active "
+                                  "(assigned, en route, in service); staff use the reveal endpoint")
 
 
 class CheckIn(BaseModel):
@@ -168,9 +172,20 @@ def _visit_out(visit: Visit, flags: list[VisitFlag]) -> VisitOut:
     )
 
 
-async def _out(session: SessionDep, visit: Visit) -> VisitOut:
+ACTIVE_VISIT = ("assigned", "en_route", "in_service")
+
+
+async def _out(session: SessionDep, visit: Visit, runtime: Runtime | None = None,
+               access: Access | None = None) -> VisitOut:
+    """The visit; with `runtime` and `access`, the exact home too if the caller is its caregiver and it is active."""
     await session.flush()
-    return _visit_out(visit, (await visits.flags_of(session, [visit.id]))[visit.id])
+    out = _visit_out(visit, (await visits.flags_of(session, [visit.id]))[visit.id])
+    if runtime is not None and access is not None and access.role == "caregiver" \
+            and access.principal.caregiver_id == str(visit.caregiver_id) and visit.status in ACTIVE_VISIT:
+        lat, lon = await elders.home_for_visit(session, runtime.clock, runtime.cipher, access, visit.elder_id,
+                                               visit.id)
+        out.elder_home = schemas.HomePoint(lat=lat, lon=lon)
+    return out
 
 
 @router.get("/v1/caregivers/me/visits", response_model=Page[VisitOut])
@@ -202,19 +217,20 @@ async def exception_queue(session: SessionDep, access: ReadExceptions,
 
 
 @router.get("/v1/visits/{visit_id}", response_model=VisitOut)
-async def get_visit(visit_id: str, session: SessionDep, access: ReadVisits) -> VisitOut:
-    return await _out(session, await visits.own_visit(session, access, visit_id, for_update=False))
+async def get_visit(visit_id: str, session: SessionDep, runtime: RuntimeDep, access: ReadVisits) -> VisitOut:
+    return await _out(session, await visits.own_visit(session, access, visit_id, for_update=False), runtime, access)
 
 
 @router.post("/v1/visits/{visit_id}/depart", response_model=VisitOut)
 async def depart(visit_id: str, session: SessionDep, runtime: RuntimeDep, access: WorkVisits) -> VisitOut:
-    return await _out(session, await visits.depart(session, runtime, access, visit_id))
+    return await _out(session, await visits.depart(session, runtime, access, visit_id), runtime, access)
 
 
 @router.post("/v1/visits/{visit_id}/check-in", response_model=VisitOut)
 async def check_in(visit_id: str, data: CheckIn, session: SessionDep, runtime: RuntimeDep,
                    access: WorkVisits) -> VisitOut:
-    return await _out(session, await visits.check_in(session, runtime, access, visit_id, data.lat, data.lon, data.crs))
+    return await _out(session, await visits.check_in(session, runtime, access, visit_id, data.lat, data.lon, data.crs),
+                      runtime, access)
 
 
 @router.post("/v1/visits/{visit_id}/check-out", response_model=VisitOut)

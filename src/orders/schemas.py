@@ -126,8 +126,9 @@ class Elder(BaseModel):
     gender: Gender
     birth_date: date
     address: str
-    lat: float
-    lon: float
+    lat: float = Field(description="the home's ~1 km cell (0.01°), not the door: the exact point is revealed "
+                                   "(`home`) or shown to the caregiver of an active visit")
+    lon: float = Field(description="the home's ~1 km cell (0.01°)")
     region_code: str
     town_code: str | None
     village_code: str | None
@@ -140,7 +141,7 @@ class Elder(BaseModel):
     created_at: str
 
 
-RevealField = Literal["id_number", "phone", "address", "emergency_contacts"]
+RevealField = Literal["id_number", "phone", "address", "emergency_contacts", "home"]
 
 
 class RevealRequest(BaseModel):
@@ -150,10 +151,16 @@ class RevealRequest(BaseModel):
                                       description="which to unmask; all of them when left out")
 
 
+class HomePoint(BaseModel):
+    lat: float
+    lon: float
+
+
 class Revealed(BaseModel):
     id_number: str | None = None
     phone: str | None = None
     address: str | None = None
+    home: HomePoint | None = None
     emergency_contacts: list[EmergencyContact] | None = None
 
 

@@ -337,9 +337,9 @@ async def lapse_unserved_orders(rt: Runtime, *, limit: int = 200) -> int:
 async def needing_action(session: AsyncSession, access: Access, *, limit: int = 300
                          ) -> list[tuple[Order, float, float, str]]:
     """Orders a dispatcher should look at: in the queue, being dispatched or offered, newest urgent first, with the
-    elder's home (for the console's map) and masked name."""
+    elder's home cell (~1 km, for the console's map: never the exact point) and masked name."""
     rows = await session.execute(
-        select(Order, Elder.lat, Elder.lon, Elder.name).join(Elder, Elder.id == Order.elder_id)
+        select(Order, Elder.coarse_lat, Elder.coarse_lon, Elder.name).join(Elder, Elder.id == Order.elder_id)
         .where(Order.status.in_(("unfulfilled", "dispatching", "offered")), access.region_clause(Order.region_code))
         .order_by((Order.priority == "urgent").desc(), (Order.status == "unfulfilled").desc(), Order.created_at)
         .limit(limit))

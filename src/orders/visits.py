@@ -24,6 +24,7 @@ from kernel.errors import InvalidState, NotFound, Unprocessable
 from kernel.geo import haversine_m, to_wgs84
 from kernel.outbox import emit
 from kernel.runtime import Runtime
+from orders.home import CHECK_IN_CONTEXT, CHECK_OUT_CONTEXT, open_home, open_point, seal_point
 from orders.models import Elder, Order, ServiceType, Visit, VisitFlag
 from orders.pricing import price_fen
 from orders.service import apply_event, load_order, parse_uuid
@@ -175,8 +176,10 @@ async def check_in(session: AsyncSession, rt: Runtime, access: Access, visit_id:
     assert elder is not None
     lat, lon = to_wgs84(lat, lon, crs)
     now = rt.clock.now()
-    visit.check_in_at, visit.check_in_lat, visit.check_in_lon = now, lat, lon
-    visit.check_in_distance_m = round(haversine_m(lat, lon, elder.lat, elder.lon), 1)
+    visit.check_in_at = now
+    visit.check_in_enc = seal_point(rt.cipher, lat, lon, context=CHECK_IN_CONTEXT)
+    home_lat, home_lon = open_home(rt.cipher, elder.home_enc)
+    visit.check_in_distance_m = round(haversine_m(lat, lon, home_lat, home_lon), 1)
     flags = []
     if visit.check_in_distance_m > rt.settings.visits.far_check_in_m:
         flags.append("far_check_in")
@@ -185,9 +188,9 @@ async def check_in(session: AsyncSession, rt: Runtime, access: Access, visit_id:
         select(Visit).where(Visit.caregiver_id == visit.caregiver_id, Visit.id != visit.id,
                             Visit.check_out_at.is_not(None), Visit.check_out_at <= now)
         .order_by(Visit.check_out_at.desc()).limit(1))
-    if previous is not None and previous.check_out_lat is not None and previous.check_out_lon is not None \
-            and previous.check_out_at is not None:
-        km = haversine_m(previous.check_out_lat, previous.check_out_lon, lat, lon) / 1000
+    if previous is not None and previous.check_out_enc is not None and previous.check_out_at is not None:
+        out_lat, out_lon = open_point(rt.cipher, previous.check_out_enc, context=CHECK_OUT_CONTEXT)
+        km = haversine_m(out_lat, out_lon, lat, lon) / 1000
         hours = max((now - previous.check_out_at).total_seconds() / 3600, 1 / 3600)
         if km > 1 and km / hours > rt.settings.visits.travel_speed_kmh:
             flags.append("impossible_travel")
@@ -212,7 +215,8 @@ async def check_out(session: AsyncSession, rt: Runtime, access: Access, visit_id
     assert service is not None
     lat, lon = to_wgs84(lat, lon, crs)
     now = rt.clock.now()
-    visit.check_out_at, visit.check_out_lat, visit.check_out_lon = now, lat, lon
+    visit.check_out_at = now
+    visit.check_out_enc = seal_point(rt.cipher, lat, lon, context=CHECK_OUT_CONTEXT)
     visit.duration_min = max(0, int((now - visit.check_in_at).total_seconds() // 60))
     visit.tasks_done, visit.notes, visit.outcome = tasks_done, notes, outcome
     visit.actual_price_fen = price_fen(service.unit, service.price_fen, visit.duration_min)

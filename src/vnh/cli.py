@@ -29,6 +29,7 @@ from kernel.errors import DomainError
 from kernel.logs import configure_logging
 from kernel.migrate import migrate, pending_heads
 from kernel.mqtt_probe import parse_mqtt_url
+from kernel.personal_data import FieldCipher
 from kernel.runtime import Runtime
 from kernel.settings import Settings, ensure_secrets
 from vnh.embedded import EmbeddedServers
@@ -68,7 +69,8 @@ async def prepared(data_dir: Path | None, *, mqtt: bool, migrate_schema: Literal
     try:
         ensure_secrets(settings)
         if migrate_schema == "always" or wanted["database"] or settings.database_owner_url:
-            await migrate(settings.owner_url, settings.database.app_role, tls=settings.tls)
+            await migrate(settings.owner_url, settings.database.app_role, tls=settings.tls,
+                          cipher=FieldCipher.from_settings(settings))
         else:
             # Only the app role's URL: it may not migrate (deploy/ keeps owner credentials to the migrate job).
             pending = await pending_heads(settings.app_url, tls=settings.tls)

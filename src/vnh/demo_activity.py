@@ -131,7 +131,7 @@ async def raise_device_alarm(rt: Runtime, region_code: str, rng: random.Random, 
     kind_of_device = DEVICE_OF[kind]
     async with rt.database.unit_of_work() as session:
         busy = select(Alarm.elder_id).where(Alarm.status != "resolved")
-        query = (select(Device.device_id, Device.elder_id, Elder.lat, Elder.lon)
+        query = (select(Device.device_id, Device.elder_id, Elder.coarse_lat, Elder.coarse_lon)
                  .join(Elder, Elder.id == Device.elder_id)
                  .where(Elder.region_code == region_code, Elder.status == "active", Device.status == "active",
                         Device.elder_id.not_in(busy))
@@ -145,7 +145,7 @@ async def raise_device_alarm(rt: Runtime, region_code: str, rng: random.Random, 
     now = rt.clock.now()
     battery = rng.randint(35, 95)
     if kind == "fall":
-        lat, lon = _near(rng, home_lat, home_lon, 600)  # out for a walk
+        lat, lon = _near(rng, home_lat, home_lon, 600)  # out for a walk, around the home cell (the home is sealed)
         await _send(rt, device_id, [_event("fall", now, lat=round(lat, 6), lon=round(lon, 6), battery=battery,
                                            value={"confidence": round(rng.uniform(0.82, 0.97), 2)})])
     elif kind == "sos":

@@ -1,5 +1,6 @@
 """Where an alarm is, for the console map: the triggering event's position if it carried one (converted to WGS-84),
-else the elder's home — in the alarm API and in the outbox payload the console stream sends."""
+else the elder's home cell (~1 km: the exact home is sealed, orders.home) — in the alarm API and in the outbox payload
+the console stream sends."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from devices.models import Alarm
 from kernel.geo import to_wgs84
 from kernel.outbox import OutboxEvent
 from kernel.runtime import Runtime
+from orders.home import coarse
 from tests.conftest import login_headers
 from tests.factories import HANGGIN, XINI_TOWN, create_elder, offset, register_device
 
@@ -23,7 +25,7 @@ async def _raised_payloads(rt: Runtime) -> dict[str, dict[str, Any]]:
     return {row.payload["alarm_id"]: row.payload for row in rows}
 
 
-async def test_an_alarm_is_where_the_event_was_else_at_the_elders_home(runtime: Runtime,
+async def test_an_alarm_is_where_the_event_was_else_at_the_elders_home_cell(runtime: Runtime,
                                                                       client: httpx.AsyncClient) -> None:
     dispatcher = await login_headers(runtime, "dispatcher", region_code=HANGGIN)
     walker = await create_elder(runtime, lat=XINI_TOWN[0], lon=XINI_TOWN[1])
@@ -37,7 +39,7 @@ async def test_an_alarm_is_where_the_event_was_else_at_the_elders_home(runtime: 
     homebody = await create_elder(runtime, lat=XINI_TOWN[0] - 0.02, lon=XINI_TOWN[1] + 0.01)
     hotline = await client.post(f"/v1/elders/{homebody.id}/sos", headers=dispatcher)
     assert hotline.status_code == 201, hotline.text
-    assert (hotline.json()["lat"], hotline.json()["lon"]) == (XINI_TOWN[0] - 0.02, XINI_TOWN[1] + 0.01)
+    assert (hotline.json()["lat"], hotline.json()["lon"]) == coarse(XINI_TOWN[0] - 0.02, XINI_TOWN[1] + 0.01)
 
     listed = await client.get("/v1/alarms", params={"status": "open"}, headers=dispatcher)
     assert listed.status_code == 200, listed.text
@@ -46,13 +48,13 @@ async def test_an_alarm_is_where_the_event_was_else_at_the_elders_home(runtime: 
     assert wgs != gcj  # the conversion moved the point (some hundred metres in China)
     device_alarm = by_elder[str(walker.id)]
     assert (device_alarm["lat"], device_alarm["lon"]) == (wgs[0], wgs[1])
-    assert (by_elder[str(homebody.id)]["lat"], by_elder[str(homebody.id)]["lon"]) == (
+    assert (by_elder[str(homebody.id)]["lat"], by_elder[str(homebody.id)]["lon"]) == coarse(
         XINI_TOWN[0] - 0.02, XINI_TOWN[1] + 0.01)
 
     payloads = await _raised_payloads(runtime)
     assert (payloads[device_alarm["id"]]["lat"], payloads[device_alarm["id"]]["lon"]) == (wgs[0], wgs[1])
     hotline_payload = payloads[hotline.json()["id"]]
-    assert (hotline_payload["lat"], hotline_payload["lon"]) == (XINI_TOWN[0] - 0.02, XINI_TOWN[1] + 0.01)
+    assert (hotline_payload["lat"], hotline_payload["lon"]) == coarse(XINI_TOWN[0] - 0.02, XINI_TOWN[1] + 0.01)
 
     # acknowledging answers the same position
     acked = await client.post(f"/v1/alarms/{device_alarm['id']}/ack", headers=dispatcher)
@@ -60,7 +62,7 @@ async def test_an_alarm_is_where_the_event_was_else_at_the_elders_home(runtime: 
     assert (acked.json()["lat"], acked.json()["lon"]) == (wgs[0], wgs[1])
 
 
-async def test_an_alarm_that_recorded_no_position_is_shown_at_the_elders_home(runtime: Runtime,
+async def test_an_alarm_that_recorded_no_position_is_shown_at_the_elders_home_cell(runtime: Runtime,
                                                                              client: httpx.AsyncClient) -> None:
     """Alarms raised before positions were recorded (no `position` in their details) fall back to the home."""
     dispatcher = await login_headers(runtime, "dispatcher", region_code=HANGGIN)
@@ -71,10 +73,10 @@ async def test_an_alarm_that_recorded_no_position_is_shown_at_the_elders_home(ru
         await s.execute(update(Alarm).where(Alarm.id == uuid.UUID(raised.json()["id"])).values(details={}))
     got = await client.get(f"/v1/alarms/{raised.json()['id']}", headers=dispatcher)
     assert got.status_code == 200, got.text
-    assert (got.json()["lat"], got.json()["lon"]) == (XINI_TOWN[0] + 0.03, XINI_TOWN[1] - 0.01)
+    assert (got.json()["lat"], got.json()["lon"]) == coarse(XINI_TOWN[0] + 0.03, XINI_TOWN[1] - 0.01)
     listed = await client.get("/v1/alarms", params={"elder_id": str(elder.id)}, headers=dispatcher)
     [item] = listed.json()["items"]
-    assert (item["lat"], item["lon"]) == (XINI_TOWN[0] + 0.03, XINI_TOWN[1] - 0.01)
+    assert (item["lat"], item["lon"]) == coarse(XINI_TOWN[0] + 0.03, XINI_TOWN[1] - 0.01)
 
 
 async def test_the_console_counts_open_alarms_and_todays_median_time_to_acknowledge_in_shanghai_time(

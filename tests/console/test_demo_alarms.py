@@ -16,8 +16,9 @@ from vnh.demo_activity import keep_alarms_coming, keep_devices_alive
 async def test_the_demo_raises_one_alarm_of_each_severity_through_the_devices_path(runtime: Runtime) -> None:
     homes = {}
     for north in (0, 900, 1800):
-        elder = await create_elder(runtime, lat=offset(*XINI_TOWN, north_m=north)[0], lon=XINI_TOWN[1])
-        homes[elder.id] = (elder.lat, elder.lon)
+        home = (offset(*XINI_TOWN, north_m=north)[0], XINI_TOWN[1])
+        elder = await create_elder(runtime, lat=home[0], lon=home[1])
+        homes[elder.id] = home
         await register_device(runtime, elder, kind="wristband")
         await register_device(runtime, elder)
     rng = random.Random(3)

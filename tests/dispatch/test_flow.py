@@ -40,7 +40,7 @@ async def test_accept_creates_the_visit_and_the_visit_runs_to_confirmation(world
     assert isinstance(rt.clock, ManualClock)
     rt.clock.advance(600)
     # the phone reports GCJ-02, ~500 m off WGS-84: converted, so the check-in is not "far"
-    gcj = from_wgs84(world.elder.lat, world.elder.lon, "gcj02")
+    gcj = from_wgs84(*world.home, "gcj02")
     checked_in = await client.post(f"/v1/visits/{visit_id}/check-in",
                                    json={"lat": gcj[0], "lon": gcj[1], "crs": "gcj02"}, headers=cg)
     assert checked_in.status_code == 200, checked_in.text
@@ -48,7 +48,7 @@ async def test_accept_creates_the_visit_and_the_visit_runs_to_confirmation(world
     assert checked_in.json()["flags"] == []
     rt.clock.advance(65 * 60)
     out = await client.post(f"/v1/visits/{visit_id}/check-out",
-                            json={"lat": world.elder.lat, "lon": world.elder.lon, "tasks_done": ["助浴", "整理床铺"]},
+                            json={"lat": world.home[0], "lon": world.home[1], "tasks_done": ["助浴", "整理床铺"]},
                             headers=cg)
     assert out.status_code == 200, out.text
     assert out.json()["duration_min"] == 65 and out.json()["status"] == "completed"
@@ -152,7 +152,7 @@ async def test_a_far_check_in_is_flagged_and_waits_for_a_dispatcher(world: World
     offer = (await world.offers_of(0))[0]
     cg = await world.as_cg(0)
     visit_id = (await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
-    far = offset(world.elder.lat, world.elder.lon, north_m=2000)
+    far = offset(*world.home, north_m=2000)
     checked_in = await world.client.post(f"/v1/visits/{visit_id}/check-in", json={"lat": far[0], "lon": far[1]},
                                          headers=cg)
     assert checked_in.json()["flags"] == ["far_check_in"]
@@ -251,7 +251,7 @@ async def test_stale_positions_leave_the_search_and_come_back_with_the_next_repo
     assert await live.drop_stale_positions(world.rt) == 3
     order = await world.order()
     assert order["status"] == "unfulfilled"
-    await live.set_position(world.rt, world.caregivers[1].id, world.elder.lat, world.elder.lon, world.rt.clock.now())
+    await live.set_position(world.rt, world.caregivers[1].id, *world.home, world.rt.clock.now())
     again = await world.order(service_code="companionship")
     assert again["status"] == "unfulfilled"  # companionship is not among their skills
     third = await world.order()

@@ -18,6 +18,7 @@ from kernel.personal_data import FieldCipher
 from kernel.runtime import Runtime
 from orders.elders import ENCRYPTED_COLUMNS as ELDER_COLUMNS
 from orders.elders import ID_CONTEXT, PHONE_CONTEXT
+from orders.home import coarse, open_home
 from orders.models import Elder
 from tests.factories import create_caregiver, create_elder, create_organization, resident_id
 
@@ -45,7 +46,8 @@ async def test_rotation_rewrites_every_value_under_the_new_key_and_is_idempotent
     report = await rotate(rt.database, rt.clock, cipher, COLUMNS, batch=2)
     assert report.complete and report.key == "k-new"
     assert report.rewritten == {"elders.id_number_enc": 3, "elders.phone_enc": 2, "elders.address_enc": 3,
-                                "elders.emergency_contacts_enc": 3, "caregivers.phone_enc": 1}
+                                "elders.emergency_contacts_enc": 3, "elders.home_enc": 3, "visits.check_in_enc": 0,
+                                "visits.check_out_enc": 0, "caregivers.phone_enc": 1}
     again = await rotate(rt.database, rt.clock, cipher, COLUMNS)
     assert sum(again.rewritten.values()) == 0
 
@@ -57,12 +59,15 @@ async def test_rotation_rewrites_every_value_under_the_new_key_and_is_idempotent
             assert row.id_number_enc.startswith("k-new:sm4-gcm:") and number not in row.id_number_enc
             assert only_new.decrypt(row.id_number_enc, context=ID_CONTEXT) == number
             assert row.id_number_bidx == elder.id_number_bidx  # blind indexes keep their own key
+            # the sealed home too, and its clear cell is left as it was
+            assert row.home_enc.startswith("k-new:sm4-gcm:")
+            assert coarse(*open_home(only_new, row.home_enc)) == (row.coarse_lat, row.coarse_lon)
             if row.phone_enc is not None:
                 assert only_new.decrypt(row.phone_enc, context=PHONE_CONTEXT).startswith("+861")
         caregiver = await s.scalar(select(Caregiver))
         assert caregiver is not None and caregiver.phone_enc.startswith("k-new:sm4-gcm:")
         audited = (await s.scalars(select(AuditEntry).where(AuditEntry.action == "crypto.rotate"))).all()
-    assert sum(a.summary["rows"] for a in audited) == 12
+    assert sum(a.summary["rows"] for a in audited) == 15
 
 
 async def test_the_command_rotates_a_committed_database_and_reports(committed_runtime: Runtime) -> None:
@@ -84,6 +89,7 @@ async def test_the_command_rotates_a_committed_database_and_reports(committed_ru
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, err.decode()
     assert "elders.id_number_enc: rewritten=1 remaining=0" in out.decode()
+    assert "elders.home_enc: rewritten=1 remaining=0" in out.decode()
     assert "key=k9 complete=True" in out.decode()
     async with rt.database.unit_of_work() as s:
         assert all(v.startswith("k9:") for v in (await s.scalars(select(Elder.address_enc))).all())

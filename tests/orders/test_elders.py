@@ -96,7 +96,12 @@ async def test_positions_from_chinese_map_sdks_are_stored_as_wgs84(client: httpx
     response = await client.post("/v1/elders", json=elder_payload(lat=gcj[0], lon=gcj[1], crs="gcj02"),
                                  headers=admin_headers)
     body = response.json()
-    assert abs(body["lat"] - wgs[0]) < 1e-6 and abs(body["lon"] - wgs[1]) < 1e-6
+    assert (body["lat"], body["lon"]) == (39.86, 108.74)  # what staff see: the ~1 km cell
+    revealed = await client.post(f"/v1/elders/{body['id']}/reveal", json={"fields": ["home"], "reason": "地图核对"},
+                                 headers=admin_headers)
+    assert revealed.status_code == 200, revealed.text
+    home = revealed.json()["home"]
+    assert abs(home["lat"] - wgs[0]) < 1e-6 and abs(home["lon"] - wgs[1]) < 1e-6
 
 
 async def test_a_dispatcher_sees_elders_of_its_region_only_and_its_reads_are_audited(

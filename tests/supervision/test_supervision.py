@@ -52,7 +52,7 @@ async def _complete_visit(world: World, far: bool = False) -> str:
     from tests.factories import offset
 
     for i, cg in enumerate(world.caregivers):  # phones report positions all day; the last hours' are stale
-        await live.set_position(world.rt, cg.id, *offset(world.elder.lat, world.elder.lon, north_m=300 * (i + 1)),
+        await live.set_position(world.rt, cg.id, *offset(*world.home, north_m=300 * (i + 1)),
                                 world.rt.clock.now())
     order = await world.order(service_code="daily_care")
     for index in range(len(world.caregivers)):
@@ -62,7 +62,7 @@ async def _complete_visit(world: World, far: bool = False) -> str:
     assert offer is not None
     cg = await world.as_cg(index)
     visit_id = (await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
-    where = offset(world.elder.lat, world.elder.lon, north_m=3000 if far else 0)
+    where = offset(*world.home, north_m=3000 if far else 0)
     await world.client.post(f"/v1/visits/{visit_id}/check-in", json={"lat": where[0], "lon": where[1]}, headers=cg)
     assert isinstance(world.rt.clock, ManualClock)
     world.rt.clock.advance(timedelta(minutes=125))
