@@ -37,7 +37,7 @@ async def test_a_visit_confirmed_after_its_caregiver_was_blacklisted_is_not_bill
     cg = await world.as_cg(0)
     visit_id = (await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
     assert (await client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
-    here = {"lat": world.elder.lat, "lon": world.elder.lon}
+    here = {"lat": world.home[0], "lon": world.home[1]}
     assert (await client.post(f"/v1/visits/{visit_id}/check-in", json=here, headers=cg)).status_code == 200
     assert isinstance(rt.clock, ManualClock)
     rt.clock.advance(65 * 60)

@@ -14,7 +14,7 @@ async def test_an_approved_zero_minute_hourly_visit_bills_nothing(world: World) 
     offer = (await world.offers_of(0))[0]
     cg = await world.as_cg(0)
     visit_id = (await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
-    here = {"lat": world.elder.lat, "lon": world.elder.lon}
+    here = {"lat": world.home[0], "lon": world.home[1]}
     assert (await client.post(f"/v1/visits/{visit_id}/check-in", json=here, headers=cg)).status_code == 200
     out = await client.post(f"/v1/visits/{visit_id}/check-out", json=here, headers=cg)  # the same minute
     assert out.status_code == 200, out.text

@@ -35,7 +35,7 @@ async def _serve_a_visit(world: World) -> None:
     cg = await world.as_cg(0)
     visit_id = (await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
     assert (await client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
-    here = {"lat": world.elder.lat, "lon": world.elder.lon}
+    here = {"lat": world.home[0], "lon": world.home[1]}
     assert (await client.post(f"/v1/visits/{visit_id}/check-in", json=here, headers=cg)).status_code == 200
     assert isinstance(world.rt.clock, ManualClock)
     world.rt.clock.advance(60 * 60)
