@@ -84,20 +84,17 @@ async def expire_commands(session: AsyncSession, rt: Runtime) -> int:
 
 async def due_commands(session: AsyncSession, rt: Runtime, *, limit: int = 200,
                        device_ids: list[str] | None = None) -> list[DeviceCommand]:
-    """Commands to publish now, locked: queued ones of online devices, and sent ones unacknowledged for longer
-    than `command_resend_after` (or all unacknowledged of `device_ids`, which just came online)."""
+    """Commands to publish now, locked: queued ones, and sent ones unacknowledged for longer than
+    `command_resend_after` — of online devices, or of `device_ids` (which just came online: an early delivery, which
+    never re-sends a command whose resend is not due, so each goes out once per (device, command id) until then)."""
     from devices.models import Device
 
     now = rt.clock.now()
     resend_before = now - rt.settings.devices.command_resend_after
     query = select(DeviceCommand).join(Device, Device.device_id == DeviceCommand.device_id).where(
         DeviceCommand.expires_at > now, Device.status == "active")
-    if device_ids is not None:
-        query = query.where(DeviceCommand.device_id.in_(device_ids), DeviceCommand.status.in_(("queued", "sent")))
-    else:
-        query = query.where(Device.online, or_(
-            DeviceCommand.status == "queued",
-            (DeviceCommand.status == "sent") & (DeviceCommand.sent_at < resend_before)))
+    query = query.where(DeviceCommand.device_id.in_(device_ids) if device_ids is not None else Device.online, or_(
+        DeviceCommand.status == "queued", (DeviceCommand.status == "sent") & (DeviceCommand.sent_at < resend_before)))
     query = query.order_by(DeviceCommand.created_at).limit(limit).with_for_update(of=DeviceCommand,
                                                                                    skip_locked=True)
     return list((await session.scalars(query)).all())
