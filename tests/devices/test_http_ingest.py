@@ -139,6 +139,19 @@ async def test_seq_gaps_are_counted_on_the_device(client: httpx.AsyncClient, run
     assert await scalar(runtime, "select seq_missed from devices where device_id = :d", d=device_id) == 4
 
 
+async def test_seq_gaps_show_on_the_device_and_raise_one_data_lost_alarm(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str], admin_headers: dict[str, str]) -> None:
+    device_id, token = device
+    for seq in (1, 2, 5, 6, 9):
+        response = await client.post(f"/v1/devices/{device_id}/events", headers=bearer(token),
+                                     json={"event_id": f"s{seq}", "type": "heartbeat", "ts": TS, "seq": seq})
+        assert response.status_code == 202
+    shown = (await client.get(f"/v1/devices/{device_id}", headers=admin_headers)).json()
+    assert (shown["last_seq"], shown["seq_missed"]) == (9, 4)
+    [alarm] = (await client.get("/v1/alarms", params={"type": "data_lost"}, headers=admin_headers)).json()["items"]
+    assert (alarm["device_id"], alarm["count"], alarm["details"]["missed"]) == (device_id, 2, 4)
+
+
 async def test_events_land_in_their_months_partition(client: httpx.AsyncClient, runtime: Runtime,
                                                      device: tuple[str, str]) -> None:
     from devices.partitions import ensure_partitions
