@@ -4,6 +4,7 @@ the device's `command_ack` recorded, waiting while a device is away, expiry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -259,3 +260,43 @@ async def test_an_early_delivery_picks_queued_commands_not_sent_ones_whose_resen
     async with runtime.database.unit_of_work() as s:
         due = await commands.due_commands(s, runtime, device_ids=[device_id])
         assert {c.id for c in due} == {sent, queued}
+
+
+class Killed(BaseException):
+    """The process dying (kill -9) at a chosen point: nothing after it runs, no handler catches it."""
+
+
+class DiesAfterPublishing:
+    """The real gateway's publish (the broker has acknowledged, the device gets the command), then the process
+    dies before anything else runs: the window between the broker's PUBACK and the commit of `sent`."""
+
+    def __init__(self, gateway: commands.Downlink) -> None:
+        self.gateway = gateway
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        await self.gateway.publish(topic, payload, qos=qos, timeout=timeout)
+        raise Killed
+
+
+async def test_a_crash_right_after_the_broker_took_a_command_does_not_send_it_again(
+        committed_runtime: Runtime, machine_mqtt: str, gateways: GatewayFactory) -> None:
+    rt = committed_runtime
+    broker = Broker(machine_mqtt, shared=True)
+    gateway = await gateways(broker)
+    elder = await create_elder(rt)
+    device_id, token = await register_device(rt, elder)
+    device = DeviceClient(broker.address, device_id, token)
+    try:
+        await asyncio.to_thread(device.connect)
+        await eventually(_online(rt, device_id), what="device online")
+        async with rt.database.unit_of_work() as s:
+            await commands.queue_command(s, rt, device_id, "alarm_ack", {"alarm_id": "a-kill"}, cause="test:kill")
+        with contextlib.suppress(Killed):
+            await commands.send_due(rt, DiesAfterPublishing(gateway))
+        await eventually(lambda: _received(device, "alarm_ack", 1), what="delivered before the crash")
+        assert await CommandSender(rt, gateway).send_once() == 0  # the restarted service: not due again
+        [command] = await commands_of(rt, device_id)
+        assert (command.status, command.send_count) == ("sent", 1)
+    finally:
+        await asyncio.to_thread(device.clear_retained_status)
+        await asyncio.to_thread(device.close, report_offline=False)
