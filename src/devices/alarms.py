@@ -113,8 +113,8 @@ def _open_statement(count_repeats: bool, *, add_missed: bool = False) -> Returni
         repeat: dict[str, Any] = {"count": table.c.count + 1, "last_at": insert.excluded.last_at}
         if add_missed:  # data_lost: the open alarm sums the events lost in every gap seen since it was raised
             repeat["details"] = text(
-                "jsonb_set(alarms.details, '{missed}', to_jsonb(COALESCE((alarms.details->>'missed')::bigint, 0) "
-                "+ COALESCE((excluded.details->>'missed')::bigint, 0)))")
+                "jsonb_set(alarms.details, '{missed}', to_jsonb(COALESCE((alarms.details->>'missed')::numeric, 0) "
+                "+ COALESCE((excluded.details->>'missed')::numeric, 0)))")
         statement = insert.on_conflict_do_update(index_elements=elements, index_where=where, set_=repeat)
     else:
         statement = insert.on_conflict_do_nothing(index_elements=elements, index_where=where)

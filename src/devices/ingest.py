@@ -39,6 +39,7 @@ BATCH_SECONDS = Histogram("vnh_device_ingest_batch_seconds", "Time to validate a
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 DEAD_LETTER_PAYLOAD_CHARS = 4096
+MAX_BIGINT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +109,13 @@ def track_sequence(last_seq: int | None, missed: int, seq: int) -> tuple[int, in
     """(last_seq, missed, newly missed) after an event numbered `seq` arrives.
 
     A jump forward counts the numbers skipped; a late arrival of a number counted as missed takes one back; a
-    number at or below 1 after higher ones is a device restart (its counter began again)."""
+    number at or below 1 after higher ones is a device restart (its counter began again). The total saturates at
+    the largest bigint (a device jumping to 2^63 - 1 twice must not overflow its own row)."""
     if last_seq is None or seq == last_seq + 1:
         return seq, missed, 0
     if seq > last_seq + 1:
         gap = seq - last_seq - 1
-        return seq, missed + gap, gap
+        return seq, min(missed + gap, MAX_BIGINT), gap
     if seq <= 1:
         return seq, missed, 0
     return last_seq, max(0, missed - 1), 0

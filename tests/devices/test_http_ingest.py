@@ -274,3 +274,17 @@ async def test_any_time_or_event_id_over_http_answers_202_or_a_typed_422_never_5
     assert response.status_code in (202, 422), response.text
     if response.status_code == 422:
         assert response.json()["error"]["details"]["reason"] in DEAD_LETTER_REASONS
+
+
+async def test_seq_jumps_to_the_largest_number_never_overflow_the_counters(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str]) -> None:
+    device_id, token = device
+    top = 2**63 - 1
+    for n, seq in enumerate((1, top, 1, top, 0, top)):  # jumps, restarts of the counter, jumps again
+        response = await client.post(f"/v1/devices/{device_id}/events", headers=bearer(token),
+                                     json={"event_id": f"j{n}", "type": "heartbeat", "ts": TS, "seq": seq})
+        assert response.status_code == 202, response.text
+    assert await scalar(runtime, "select seq_missed from devices where device_id = :d", d=device_id) == top
+    missed = await scalar(runtime, "select details->>'missed' from alarms where device_id = :d "
+                                   "and type = 'data_lost'", d=device_id)
+    assert int(missed) == 3 * (top - 2) + 1
