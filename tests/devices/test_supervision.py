@@ -178,6 +178,42 @@ async def test_twenty_percent_random_heartbeat_loss_alarms_only_for_runs_of_thre
     print(f"\nseed {seed}: {len(lost)} heartbeats, {sum(lost)} lost, runs {sorted(runs)}, alarms at {ratios}")
 
 
+async def test_the_supervision_loop_wakes_for_the_next_deadline_and_raises_the_alarm(
+        committed_runtime: Runtime) -> None:
+    """`supervise` (what the workers run) raises the alarm once the clock passes 3 intervals; it sleeps at most
+    `supervision_interval_s` (here short: the ManualClock moves by hand, not by itself)."""
+    import asyncio
+
+    from devices.ingest import Inbound, ingest_batch
+    from devices.liveness import supervise
+    from tests.devices.conftest import eventually
+
+    rt = committed_runtime
+    clock = clock_of(rt)
+    elder = await create_elder(rt)
+    device_id, _token = await register_device(rt, elder, kind="wristband")
+    async with rt.database.unit_of_work() as s:
+        await s.execute(text("update devices set heartbeat_s = 10 where device_id = :d"), {"d": device_id})
+        body = json.dumps({"event_id": "hb", "type": "heartbeat", "ts": clock.now().isoformat()}).encode()
+        await ingest_batch(s, rt, [Inbound(device_id, "events", body, clock.now(), channel="http")])
+    assert await next_offline_due(rt) is not None
+    rt.settings.devices.supervision_interval_s = 0.05
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervise(rt, stop))
+
+    async def raised() -> bool:
+        async with rt.database.unit_of_work() as s:
+            return bool(await s.scalar(text("select count(*) from alarms where type = 'device_offline' "
+                                            "and open_key = :d"), {"d": device_id}))
+
+    try:
+        clock.advance(30.5)
+        await eventually(raised, timeout=10, what="offline alarm from the supervision loop")
+    finally:
+        stop.set()
+        await task
+
+
 # --- vital signs, safe zone, battery -----------------------------------------------------------------------------
 
 async def test_heart_rate_out_of_range_for_the_duration_raises_one_warning(band: Wristband) -> None:
