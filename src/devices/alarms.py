@@ -34,10 +34,12 @@ from orders.service import EMERGENCY, HOTLINE_CALLBACK, Intake, cancel_order, cr
 
 log = logging.getLogger("vnh.devices.alarms")
 
-AlarmType = Literal["sos", "fall", "heart_rate", "spo2", "geofence", "low_battery", "device_offline"]
+AlarmType = Literal["sos", "fall", "heart_rate", "spo2", "geofence", "low_battery", "device_offline", "data_lost"]
 Source = Literal["device", "app", "hotline", "system"]
 SEVERITY: dict[str, str] = {"sos": "critical", "fall": "critical", "heart_rate": "warning", "spo2": "warning",
-                            "geofence": "warning", "device_offline": "warning", "low_battery": "info"}
+                            "geofence": "warning", "device_offline": "warning", "low_battery": "info",
+                            "data_lost": "warning"}
+PER_DEVICE = frozenset({"device_offline", "data_lost"})  # one open alarm per device, not per elder
 ESCALATING = frozenset({"critical", "warning"})
 DEVICES = SystemActor("devices")
 
@@ -100,7 +102,7 @@ _RAISED_COLUMNS = ("id", "elder_id", "device_id", "region_code", "type", "severi
                    "escalation_level", "next_escalation_at")
 
 
-def _open_statement(count_repeats: bool) -> ReturningInsert[Alarm, bool]:
+def _open_statement(count_repeats: bool, *, add_missed: bool = False) -> ReturningInsert[Alarm, bool]:
     """INSERT … ON CONFLICT on the one-open-alarm index, answering the row and whether it is new; built once (the
     statement costs more CPU to construct than to run, and an SOS should not pay for that)."""
     table = Alarm.__table__
@@ -108,8 +110,12 @@ def _open_statement(count_repeats: bool) -> ReturningInsert[Alarm, bool]:
     # the partial index's predicate as a literal: PostgreSQL cannot match a bound parameter to it
     elements, where = [table.c.type, table.c.open_key], text("status <> 'resolved'")
     if count_repeats:
-        statement = insert.on_conflict_do_update(index_elements=elements, index_where=where,
-                                                 set_={"count": table.c.count + 1, "last_at": insert.excluded.last_at})
+        repeat: dict[str, Any] = {"count": table.c.count + 1, "last_at": insert.excluded.last_at}
+        if add_missed:  # data_lost: the open alarm sums the events lost in every gap seen since it was raised
+            repeat["details"] = text(
+                "jsonb_set(alarms.details, '{missed}', to_jsonb(COALESCE((alarms.details->>'missed')::numeric, 0) "
+                "+ COALESCE((excluded.details->>'missed')::numeric, 0)))")
+        statement = insert.on_conflict_do_update(index_elements=elements, index_where=where, set_=repeat)
     else:
         statement = insert.on_conflict_do_nothing(index_elements=elements, index_where=where)
     return statement.returning(Alarm, literal_column("(xmax = 0)").label("created"))
@@ -117,6 +123,7 @@ def _open_statement(count_repeats: bool) -> ReturningInsert[Alarm, bool]:
 
 _OPEN_OR_COUNT = _open_statement(count_repeats=True)
 _OPEN_ONCE = _open_statement(count_repeats=False)  # device_offline: supervision asks again and again
+_OPEN_OR_ADD_MISSED = _open_statement(count_repeats=True, add_missed=True)  # data_lost: each gap counts, and adds
 # one emergency response per elder at a time: a fall right after an SOS joins the order already out
 _EMERGENCY_UNDER_WAY = select(Order.id).where(
     Order.elder_id == bindparam("elder_id"), Order.service_code == EMERGENCY,
@@ -127,13 +134,15 @@ async def raise_alarm(session: AsyncSession, rt: Runtime, trigger: Trigger, *, a
                       ) -> tuple[Alarm, bool]:
     """Open an alarm, or count a repeat into the open one of the same (elder, type). Answers (alarm, created).
 
-    `device_offline` repeats are not counted (supervision checks again and again: one alarm, not one per check)."""
+    `device_offline` repeats are not counted (supervision checks again and again: one alarm, not one per check);
+    a `data_lost` repeat (another `seq` gap of the same device) counts and adds its `details.missed`."""
     now = rt.clock.now()
     severity = SEVERITY[trigger.type]
-    open_key = trigger.device_id if trigger.type == "device_offline" and trigger.device_id else str(trigger.elder_id)
+    open_key = trigger.device_id if trigger.type in PER_DEVICE and trigger.device_id else str(trigger.elder_id)
     escalate_at = trigger.received_at + rt.settings.devices.escalate_after if severity in ESCALATING else None
     details = {**trigger.details, "position": await _trigger_position(session, trigger)}
-    statement = _OPEN_ONCE if trigger.type == "device_offline" else _OPEN_OR_COUNT
+    statement = (_OPEN_ONCE if trigger.type == "device_offline"
+                 else _OPEN_OR_ADD_MISSED if trigger.type == "data_lost" else _OPEN_OR_COUNT)
     row: Any = (await session.execute(statement, {
         "id": uuid.uuid4(), "elder_id": trigger.elder_id, "device_id": trigger.device_id,
         "region_code": trigger.region_code, "type": trigger.type, "severity": severity, "status": "open",
@@ -309,7 +318,9 @@ async def list_alarms(session: AsyncSession, access: Access, *, status: str | No
     if elder_id:
         query = query.where(Alarm.elder_id == parse_uuid(elder_id, "elder"))
     if type_:
-        query = query.where(Alarm.type == type_)
+        from devices.repository import query_text
+
+        query = query.where(Alarm.type == query_text(type_, "type"))
     rows = list((await session.scalars(keyset(query, Alarm.raised_at, Alarm.id, cursor, limit))).all())
     next_cursor = None
     if len(rows) > limit:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from prometheus_client import Counter
@@ -84,38 +86,62 @@ async def expire_commands(session: AsyncSession, rt: Runtime) -> int:
 
 async def due_commands(session: AsyncSession, rt: Runtime, *, limit: int = 200,
                        device_ids: list[str] | None = None) -> list[DeviceCommand]:
-    """Commands to publish now, locked: queued ones of online devices, and sent ones unacknowledged for longer
-    than `command_resend_after` (or all unacknowledged of `device_ids`, which just came online)."""
+    """Commands to publish now, locked: queued ones, and sent ones unacknowledged for longer than
+    `command_resend_after` — of online devices, or of `device_ids` (which just came online: an early delivery, which
+    never re-sends a command whose resend is not due, so each goes out once per (device, command id) until then)."""
     from devices.models import Device
 
     now = rt.clock.now()
     resend_before = now - rt.settings.devices.command_resend_after
     query = select(DeviceCommand).join(Device, Device.device_id == DeviceCommand.device_id).where(
         DeviceCommand.expires_at > now, Device.status == "active")
-    if device_ids is not None:
-        query = query.where(DeviceCommand.device_id.in_(device_ids), DeviceCommand.status.in_(("queued", "sent")))
-    else:
-        query = query.where(Device.online, or_(
-            DeviceCommand.status == "queued",
-            (DeviceCommand.status == "sent") & (DeviceCommand.sent_at < resend_before)))
+    query = query.where(DeviceCommand.device_id.in_(device_ids) if device_ids is not None else Device.online, or_(
+        DeviceCommand.status == "queued", (DeviceCommand.status == "sent") & (DeviceCommand.sent_at < resend_before)))
     query = query.order_by(DeviceCommand.created_at).limit(limit).with_for_update(of=DeviceCommand,
                                                                                    skip_locked=True)
     return list((await session.scalars(query)).all())
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    id: uuid.UUID
+    device_id: str
+    type: str
+    message: bytes
+    status: str  # before the claim, to put back if the publish fails
+    sent_at: datetime | None
+    send_count: int
+
+
 async def send_due(rt: Runtime, downlink: Downlink, *, device_ids: list[str] | None = None) -> int:
-    """Publish due commands (QoS 1, waiting for the broker's acknowledgement) and mark them sent."""
-    sent = 0
+    """Publish due commands (QoS 1, waiting for the broker's acknowledgement).
+
+    The commands are marked sent and committed *before* they are published: a crash (kill -9) after a publish can
+    then never send the same command again before its resend is due — at worst a claimed command that was not yet
+    published waits `command_resend_after`. A publish that fails puts its command (and those after it) back."""
+    now = rt.clock.now()
     async with rt.database.unit_of_work() as session:
         due = await due_commands(session, rt, device_ids=device_ids)
+        claims = [_Claim(c.id, c.device_id, c.type, message_of(c), c.status, c.sent_at, c.send_count) for c in due]
         for command in due:
-            try:
-                await downlink.publish(topic_for(command.device_id, "commands"), message_of(command))
-            except (ConnectionError, TimeoutError) as exc:
-                log.warning("command %s to %s not sent (%s); it stays queued", command.id, command.device_id, exc)
-                break
-            command.status = "sent" if command.status != "acknowledged" else command.status
-            command.sent_at, command.send_count = rt.clock.now(), command.send_count + 1
-            SENT.labels(command.type).inc()
-            sent += 1
+            command.status, command.sent_at, command.send_count = "sent", now, command.send_count + 1
+    sent = 0
+    for index, claim in enumerate(claims):
+        try:
+            await downlink.publish(topic_for(claim.device_id, "commands"), claim.message)
+        except (ConnectionError, TimeoutError) as exc:
+            log.warning("command %s to %s not sent (%s); it stays queued", claim.id, claim.device_id, exc)
+            await _unclaim(rt, claims[index:], now)
+            break
+        SENT.labels(claim.type).inc()
+        sent += 1
     return sent
+
+
+async def _unclaim(rt: Runtime, claims: list[_Claim], claimed_at: datetime) -> None:
+    async with rt.database.unit_of_work() as session:
+        for claim in claims:  # only if nothing happened to it since (a command_ack, another claim)
+            await session.execute(update(DeviceCommand).where(
+                DeviceCommand.id == claim.id, DeviceCommand.status == "sent",
+                DeviceCommand.sent_at == claimed_at, DeviceCommand.send_count == claim.send_count + 1,
+            ).values(status=claim.status, sent_at=claim.sent_at, send_count=claim.send_count))

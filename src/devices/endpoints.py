@@ -11,7 +11,7 @@ from devices.alarm_endpoints import router as alarm_router
 from devices.credentials import check_device_token
 from devices.emqx import router as emqx_router
 from devices.ingest import Inbound, dead_letter_row, ingest_batch, store_dead_letters
-from devices.protocol import Rejection
+from devices.protocol import DEVICE_ID, Rejection
 from kernel.audit import record_audit
 from kernel.authz import Access, may
 from kernel.errors import Unauthenticated
@@ -74,7 +74,8 @@ async def post_device_event(device: str, request: Request, session: SessionDep, 
     token = _bearer(request)
     body = await request.body()
     received_at = runtime.clock.now()
-    check = await check_device_token(session, runtime.cipher, device, token)
+    # an id no device can have (NUL, '/', too long …) is looked up as none: PostgreSQL text cannot even hold a NUL
+    check = await check_device_token(session, runtime.cipher, device if DEVICE_ID.match(device) else "", token)
     if check.verdict == "other_device":
         message = Inbound(device_id=device, kind="events", payload=body, received_at=received_at, channel="http",
                           topic=f"POST /v1/devices/{device}/events")
@@ -92,7 +93,10 @@ async def post_device_event(device: str, request: Request, session: SessionDep, 
             "invalid_event", f"{rejection.reason}: {rejection.detail}",
             {"reason": rejection.reason, "detail": rejection.detail}))
     accepted = outcome.accepted[0]
-    return JSONResponse(status_code=202, content={"event_id": accepted.event_id, "duplicate": accepted.duplicate})
+    answer: dict[str, object] = {"event_id": accepted.event_id, "duplicate": accepted.duplicate}
+    if outcome.notes and outcome.notes[0]:
+        answer["note"] = outcome.notes[0]  # e.g. clock_skew: stored, but the device's clock is far off
+    return JSONResponse(status_code=202, content=answer)
 
 
 @router.get("/v1/devices/{device_id}/events", response_model=schemas.Page)

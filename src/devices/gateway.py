@@ -480,7 +480,9 @@ class MqttGateway:
     async def _store(self, inbounds: Sequence[Inbound], *, urgent: bool = False) -> None:
         async with self.rt.database.unit_of_work() as session:
             outcomes = await ingest_batch(session, self.rt, inbounds, give_way=None if urgent else self.give_way)
-        returned = [m.device_id for m, o in zip(inbounds, outcomes, strict=True) if o.status and o.status.online]
+        # devices that came online (a status report that changed the stored state, or an event over MQTT from a
+        # device held offline); a retained status replayed on re-subscribe changes nothing and wakes nothing
+        returned = sorted({m.device_id for m, o in zip(inbounds, outcomes, strict=True) if o.came_online})
         if returned and self.on_online is not None:
             self.on_online(returned)  # after the commit: their queued commands go out now
 

@@ -33,10 +33,13 @@ DUPLICATES = Counter("vnh_device_event_duplicates_total", "Device events receive
 DEAD_LETTERS = Counter("vnh_device_dead_letters_total", "Device messages rejected into the dead-letter table",
                        ["reason"])
 SEQ_MISSED = Counter("vnh_device_seq_missed_total", "Events a device numbered but vnh never received (seq gaps)")
+CLOCK_SKEW = Counter("vnh_device_clock_skew_total",
+                     "Events stored with a device time further than devices.clock_skew_max from their receipt")
 BATCH_SECONDS = Histogram("vnh_device_ingest_batch_seconds", "Time to validate and store one ingest batch",
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 DEAD_LETTER_PAYLOAD_CHARS = 4096
+MAX_BIGINT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,10 @@ class MessageOutcome:
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     status: StatusReport | None = None
+    # the message's device went from offline to online (its status report, or an event over MQTT): what is queued
+    # for it may go out now. A retained `{"online": true}` replayed for a device already online is no change.
+    came_online: bool = False
+    notes: list[str] = field(default_factory=list)  # per accepted event: its note (`clock_skew` …) or ""
 
 
 @dataclass(slots=True)
@@ -74,6 +81,7 @@ class DeviceState:
     elder_id: uuid.UUID
     region_code: str
     status: str
+    online: bool
     last_seq: int | None
     seq_missed: int
     buttons: dict[str, str]
@@ -85,6 +93,8 @@ class DeviceState:
     seen_at: datetime | None = None
     battery: tuple[datetime, int] | None = None  # (event ts, percent) of the newest event that carried one
     touched: bool = False
+    came_online: bool = False  # an event over MQTT from a device vnh held offline: it is connected now
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (seq, events missed before it) seen in this batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +111,13 @@ def track_sequence(last_seq: int | None, missed: int, seq: int) -> tuple[int, in
     """(last_seq, missed, newly missed) after an event numbered `seq` arrives.
 
     A jump forward counts the numbers skipped; a late arrival of a number counted as missed takes one back; a
-    number at or below 1 after higher ones is a device restart (its counter began again)."""
+    number at or below 1 after higher ones is a device restart (its counter began again). The total saturates at
+    the largest bigint (a device jumping to 2^63 - 1 twice must not overflow its own row)."""
     if last_seq is None or seq == last_seq + 1:
         return seq, missed, 0
     if seq > last_seq + 1:
         gap = seq - last_seq - 1
-        return seq, missed + gap, gap
+        return seq, min(missed + gap, MAX_BIGINT), gap
     if seq <= 1:
         return seq, missed, 0
     return last_seq, max(0, missed - 1), 0
@@ -114,7 +125,8 @@ def track_sequence(last_seq: int | None, missed: int, seq: int) -> tuple[int, in
 
 # the batch statements are parsed once: `text()` scans its SQL for parameters on every construction
 _LOCK_DEVICES = text(
-    "SELECT d.device_id, d.elder_id, e.region_code, e.coarse_lat, e.coarse_lon, d.status, d.last_seq, d.seq_missed, "
+    "SELECT d.device_id, d.elder_id, e.region_code, e.coarse_lat, e.coarse_lon, d.status, d.online, d.last_seq, "
+    "d.seq_missed, "
     "d.buttons, "
     "EXISTS (SELECT 1 FROM alarms a WHERE a.type = 'device_offline' AND a.open_key = d.device_id "
     "AND a.status <> 'resolved') AS offline_alarm, "
@@ -129,7 +141,7 @@ async def _lock_devices(session: AsyncSession, device_ids: set[str]) -> dict[str
         return {}
     rows = await session.execute(_LOCK_DEVICES, {"ids": sorted(device_ids)})
     return {r.device_id: DeviceState(device_id=r.device_id, elder_id=r.elder_id, region_code=r.region_code,
-                                     status=r.status, last_seq=r.last_seq, seq_missed=r.seq_missed,
+                                     status=r.status, online=r.online, last_seq=r.last_seq, seq_missed=r.seq_missed,
                                      buttons=dict(r.buttons or {}), home=(r.coarse_lat, r.coarse_lon),
                                      offline_alarm=r.offline_alarm, battery_out=r.battery_out)
             for r in rows}
@@ -183,9 +195,12 @@ async def _store_events(session: AsyncSession, cipher: FieldCipher, events: list
 
 _UPDATE_DEVICES = text(
     "UPDATE devices AS d SET last_seen_at = GREATEST(d.last_seen_at, u.seen), "
-    "battery = COALESCE(u.battery, d.battery), last_seq = u.last_seq, seq_missed = u.missed "
+    "battery = COALESCE(u.battery, d.battery), last_seq = u.last_seq, seq_missed = u.missed, "
+    "online = d.online OR u.came_online, status_at = CASE WHEN u.came_online AND NOT d.online THEN u.seen "
+    "ELSE d.status_at END "
     "FROM unnest(CAST(:d AS varchar[]), CAST(:seen AS timestamptz[]), CAST(:b AS smallint[]), "
-    "CAST(:s AS bigint[]), CAST(:m AS bigint[])) AS u(device_id, seen, battery, last_seq, missed) "
+    "CAST(:s AS bigint[]), CAST(:m AS bigint[]), CAST(:o AS boolean[])) "
+    "AS u(device_id, seen, battery, last_seq, missed, came_online) "
     "WHERE d.device_id = u.device_id")
 
 
@@ -196,14 +211,21 @@ async def _update_devices(session: AsyncSession, devices: list[DeviceState]) -> 
     await session.execute(_UPDATE_DEVICES, {
         "d": [x.device_id for x in touched], "seen": [x.seen_at for x in touched],
         "b": [x.battery[1] if x.battery else None for x in touched], "s": [x.last_seq for x in touched],
-        "m": [x.seq_missed for x in touched]})
+        "m": [x.seq_missed for x in touched], "o": [x.came_online for x in touched]})
+
+
+def _printable(text_: str | None, limit: int) -> str | None:
+    """A claimed id or topic as it can be stored: control characters and lone surrogates replaced (PostgreSQL text
+    takes no NUL, UTF-8 no surrogate)."""
+    return None if not text_ else protocol.CONTROL_OR_SURROGATE.sub("\ufffd", text_[:limit])
 
 
 def dead_letter_row(message: Inbound, rejection: Rejection, region_code: str | None) -> dict[str, object]:
     return {
-        "received_at": message.received_at, "channel": message.channel, "topic": message.topic,
-        "device_id": message.device_id[:64] if message.device_id else None, "region_code": region_code,
-        "reason": rejection.reason, "detail": rejection.detail[:500],
+        "received_at": message.received_at, "channel": message.channel,
+        "topic": _printable(message.topic, 300),
+        "device_id": _printable(message.device_id, 64), "region_code": region_code,
+        "reason": rejection.reason, "detail": _printable(rejection.detail, 500) or "-",
         "payload": message.payload[:DEAD_LETTER_PAYLOAD_CHARS].decode("utf-8", errors="replace")
         .replace("\x00", "\ufffd"),
         "payload_size": len(message.payload),
@@ -237,7 +259,7 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
         outcomes = [MessageOutcome() for _ in messages]
         dead: list[dict[str, object]] = []
         candidates: list[tuple[int, DeviceState, DeviceEvent]] = []
-        statuses: list[tuple[DeviceState, StatusReport, datetime]] = []
+        statuses: list[tuple[int, tuple[DeviceState, StatusReport, datetime]]] = []
 
         for index, (message, result) in enumerate(zip(messages, parsed, strict=True)):
             device = devices.get(message.device_id)
@@ -258,7 +280,7 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
             assert device is not None
             if isinstance(result, StatusReport):
                 outcome.status = result
-                statuses.append((device, result, message.received_at))
+                statuses.append((index, (device, result, message.received_at)))
                 continue
             for item in result:
                 if isinstance(item, Rejection):
@@ -278,18 +300,32 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
         if reused:
             log.warning("devices reused event ids with other payloads: %s", sorted(reused)[:10])
 
+        skew_limit = rt.settings.devices.clock_skew_max
         new_events: list[NewEvent] = []
         for position, (index, device, event) in enumerate(candidates):
             key = (device.device_id, event.event_id, event.payload_hash)
             duplicate = key not in inserted or first_seen[key] != position
+            message = messages[index]
+            note = ""
+            if protocol.clock_skewed(event.ts, message.received_at, skew_limit):
+                note = protocol.CLOCK_SKEW_NOTE
             outcomes[index].accepted.append(Accepted(event.event_id, event.type, duplicate))
+            outcomes[index].notes.append(note)
             if duplicate:
                 DUPLICATES.inc()
                 continue
-            message = messages[index]
+            if note:
+                CLOCK_SKEW.inc()
+                dedup_key = (device.device_id, event.event_id)
+                notes[dedup_key] = ",".join(filter(None, (notes.get(dedup_key), note)))
             new_events.append(NewEvent(device, event, message.received_at, message.channel))
             device.touched = True
             device.seen_at = max(device.seen_at or message.received_at, message.received_at)
+            if message.channel == "mqtt" and not device.online:
+                # it published over its own MQTT connection: it is connected now, whether or not it ever reported
+                # {"online": true} (devices behind a gateway never do)
+                device.online = device.came_online = True
+                outcomes[index].came_online = True
             if event.battery is not None and (device.battery is None or event.ts >= device.battery[0]):
                 device.battery = (event.ts, event.battery)
             if event.seq is not None:
@@ -297,6 +333,7 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
                                                                          event.seq)
                 if gap:
                     SEQ_MISSED.inc(gap)
+                    device.gaps.append((event.seq, gap))
                     log.warning("device %s skipped %d event(s) before seq %d", device.device_id, gap, event.seq)
 
         await _store_events(session, rt.cipher, new_events, notes)
@@ -309,7 +346,11 @@ async def ingest_batch(session: AsyncSession, rt: Runtime, messages: Sequence[In
             EVENTS_STORED.labels(kind, channel).inc(number)
         if give_way is not None:
             await give_way(device_ids)  # now, not later: after the reactions this batch may hold elders' rows
-        for device, status, received_at in statuses:
-            await reactions.apply_status(session, rt, device, status, received_at)
+        for device in devices.values():
+            if device.came_online:
+                reactions.announce_online(session, rt, device)
+        for index, (device, status, received_at) in statuses:
+            if await reactions.apply_status(session, rt, device, status, received_at) and status.online:
+                outcomes[index].came_online = True
         await reactions.react(session, rt, new_events)
     return outcomes

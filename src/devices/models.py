@@ -73,11 +73,11 @@ class Device(Base):
 
 EVENT_TYPES = ("sos", "fall", "call", "heart_rate", "spo2", "location", "heartbeat", "confirm", "cancel",
                "command_ack")
-ALARM_TYPES = ("sos", "fall", "heart_rate", "spo2", "geofence", "low_battery", "device_offline")
+ALARM_TYPES = ("sos", "fall", "heart_rate", "spo2", "geofence", "low_battery", "device_offline", "data_lost")
 DEAD_LETTER_REASONS = (
     "payload_too_large", "not_utf8", "invalid_json", "not_an_object", "missing_field", "invalid_field",
     "unknown_type", "type_not_allowed_here", "unknown_topic", "unknown_device", "device_revoked",
-    "topic_mismatch", "processing_failed",
+    "topic_mismatch", "processing_failed", "invalid_ts", "invalid_event_id",
 )
 
 
@@ -150,8 +150,8 @@ class DeadLetter(Base):
 
 
 class Alarm(Base):
-    """One open alarm per (elder, type) — per device for `device_offline` — enforced by a unique index on
-    (`type`, `open_key`) over open and acknowledged alarms; a repeat increments `count`."""
+    """One open alarm per (elder, type) — per device for `device_offline` and `data_lost` — enforced by a unique
+    index on (`type`, `open_key`) over open and acknowledged alarms; a repeat increments `count`."""
 
     __tablename__ = "alarms"
 
@@ -184,8 +184,8 @@ class Alarm(Base):
     next_escalation_at: Mapped[datetime | None]
 
     __table_args__ = (
-        CheckConstraint("type IN ('sos','fall','heart_rate','spo2','geofence','low_battery','device_offline')",
-                        name="type_known"),
+        CheckConstraint("type IN ('sos','fall','heart_rate','spo2','geofence','low_battery','device_offline',"
+                        "'data_lost')", name="type_known"),
         CheckConstraint("severity IN ('critical','warning','info')", name="severity_known"),
         CheckConstraint("status IN ('open','acknowledged','resolved')", name="status_known"),
         CheckConstraint("outcome IN ('false_alarm','assisted','hospital','other')", name="outcome_known"),

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from kernel.geo import to_wgs84
@@ -23,6 +23,12 @@ UPLINK_CHANNELS: tuple[Channel, ...] = ("events", "telemetry", "status")
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{3,64}$")
 # RFC 3339 with a mandatory offset ("Z" or ±hh:mm); fractional seconds allowed
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+# C0 and C1 control characters (NUL among them: PostgreSQL text cannot hold it) and lone UTF-16 surrogates (a JSON
+# escape such as "\\ud800" decodes to one; no UTF-8 encoder takes it): never in an id vnh stores or looks up
+CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+CLOCK_SKEW_NOTE = "clock_skew"
 
 EVENT_TYPES = frozenset({"sos", "fall", "call", "heart_rate", "spo2", "location", "heartbeat", "confirm", "cancel",
                          "command_ack"})
@@ -85,9 +91,15 @@ def decode_json(payload: bytes, max_bytes: int) -> Any | Rejection:
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"not UTF-8 at byte {exc.start}")
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        obj = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         return Rejection("invalid_json", str(exc)[:200])
+    if ESCAPED_SURROGATE.search(text):  # an escaped surrogate pair is one character; a lone one is no text at all
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return Rejection("invalid_json", "a \\u escape of a lone UTF-16 surrogate is not Unicode text")
+    return obj
 
 
 def _no_constant(name: str) -> Any:
@@ -156,19 +168,41 @@ def _string_field(value: dict[str, Any], name: str, max_len: int, *, required: b
         return Rejection("missing_field", f"value.{name}") if required else value
     if not isinstance(item, str) or not 1 <= len(item) <= max_len:
         return _bad(f"value.{name}", f"a string of 1-{max_len} characters")
+    if CONTROL_OR_SURROGATE.search(item):
+        return _bad(f"value.{name}", "no control characters")
     return value
 
 
 def parse_timestamp(value: Any) -> datetime | Rejection:
+    """An RFC 3339 time with offset that PostgreSQL can store (in UTC within the years 1-9999: `0001-01-01T00:00
+    +08:00` is in year 0 in UTC, which neither Python nor asyncpg represents). Anything else is `invalid_ts`."""
     if not isinstance(value, str) or not RFC3339.match(value):
-        return _bad("ts", "an RFC 3339 time with offset, e.g. 2026-03-02T09:00:00+08:00")
+        return Rejection("invalid_ts", "an RFC 3339 time with offset, e.g. 2026-03-02T09:00:00+08:00")
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
-        return _bad("ts", "not a valid date and time")
+        return Rejection("invalid_ts", "not a valid date and time")
     if parsed.tzinfo is None:  # the pattern requires an offset; belt and braces
-        return _bad("ts", "needs a UTC offset")
+        return Rejection("invalid_ts", "needs a UTC offset")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return Rejection("invalid_ts", "outside the years 1-9999 once taken to UTC")
     return parsed
+
+
+def clock_skewed(ts: datetime, received_at: datetime, limit: timedelta) -> bool:
+    """Whether the device's time is further than `limit` from when vnh received the event (either way): the event
+    is stored, noted `clock_skew`; response times count from `received_at` anyway."""
+    return abs(ts - received_at) > limit
+
+
+def _event_id_problem(event_id: Any) -> str | None:
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 64:
+        return "a string of 1-64 characters"
+    if CONTROL_OR_SURROGATE.search(event_id):
+        return "no control characters (NUL, newline …)"
+    return None
 
 
 def parse_event(obj: Any, *, telemetry_only: bool = False) -> DeviceEvent | Rejection:
@@ -179,8 +213,9 @@ def parse_event(obj: Any, *, telemetry_only: bool = False) -> DeviceEvent | Reje
         if field not in obj or obj[field] is None:
             return Rejection("missing_field", field)
     event_id = obj["event_id"]
-    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 64:
-        return _bad("event_id", "a string of 1-64 characters")
+    problem = _event_id_problem(event_id)
+    if problem is not None:
+        return Rejection("invalid_event_id", f"event_id: {problem}")
     kind = obj["type"]
     if not isinstance(kind, str):
         return _bad("type", "a string")

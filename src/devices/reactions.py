@@ -34,21 +34,34 @@ CONFIRM_WITHIN = timedelta(hours=48)  # a confirm press without a visit id confi
 
 
 async def apply_status(session: AsyncSession, rt: Runtime, device: DeviceState, status: StatusReport,
-                       received_at: object) -> None:
-    """The retained status topic and the last will: `online` follows the newest report. Coming online clears the
-    device's offline alarm and re-sends its unacknowledged commands (the gateway, after commit)."""
+                       received_at: object) -> bool:
+    """The retained status topic and the last will: `online` follows the newest report; answers whether it changed.
+
+    Only a change counts: the broker replays every retained `{"online": true}` when the gateway subscribes again (a
+    restart, a reconnect), and a device already online is not coming back. Coming online clears the device's
+    offline alarm and sends what is queued for it (the gateway, after commit)."""
     changed = await session.scalar(
         update(Device).where(Device.device_id == device.device_id, Device.online.is_not(status.online))
         .values(online=status.online, status_at=received_at,
                 **({"last_seen_at": received_at} if status.online else {}))
         .returning(Device.device_id))
     if changed is None:
-        return
-    emit(session, rt.clock, f"devices.device.{'online' if status.online else 'offline'}", device.device_id, {
-        "device_id": device.device_id, "elder_id": str(device.elder_id), "region_code": device.region_code,
-        "online": status.online})
+        return False
+    _emit_status(session, rt, device, status.online)
     if status.online:
         await clear_offline_alarm(session, rt, device.device_id)
+    return True
+
+
+def _emit_status(session: AsyncSession, rt: Runtime, device: DeviceState, online: bool) -> None:
+    emit(session, rt.clock, f"devices.device.{'online' if online else 'offline'}", device.device_id, {
+        "device_id": device.device_id, "elder_id": str(device.elder_id), "region_code": device.region_code,
+        "online": online})
+
+
+def announce_online(session: AsyncSession, rt: Runtime, device: DeviceState) -> None:
+    """A device vnh held offline sent an event over MQTT (the ingest set `online`): said like a status report."""
+    _emit_status(session, rt, device, True)
 
 
 async def clear_offline_alarm(session: AsyncSession, rt: Runtime, device_id: str) -> None:
@@ -74,6 +87,7 @@ async def react(session: AsyncSession, rt: Runtime, events: Sequence[NewEvent]) 
     returned = {item.device.device_id for item in events if item.device.offline_alarm}
     if returned:
         await _clear_offline_alarms(session, rt, returned)
+    await _data_lost(session, rt, events)
     for item in events:
         kind = item.event.type
         if kind in ("sos", "fall"):
@@ -88,6 +102,24 @@ async def react(session: AsyncSession, rt: Runtime, events: Sequence[NewEvent]) 
             value = item.event.value or {}
             await commands.record_ack(session, rt, item.device.device_id, str(value.get("command_id")))
     await rules.evaluate(session, rt, events)
+
+
+async def _data_lost(session: AsyncSession, rt: Runtime, events: Sequence[NewEvent]) -> None:
+    """`seq` gaps seen in this batch: events the device numbered that never reached vnh (lost in the broker, or on
+    the way). One `data_lost` alarm per device and batch, counted into the device's open one (with the sum of
+    events missed); the console hears of it through the outbox like any alarm."""
+    seen: dict[str, NewEvent] = {}
+    for item in events:
+        if item.device.gaps:
+            seen.setdefault(item.device.device_id, item)
+    for item in seen.values():
+        device = item.device
+        missed = sum(gap for _seq, gap in device.gaps)
+        await alarms.raise_alarm(session, rt, alarms.Trigger(
+            elder_id=device.elder_id, region_code=device.region_code, type="data_lost", source="system",
+            received_at=item.received_at, device_id=device.device_id, home=device.home,
+            details={"missed": missed, "gaps": [{"before_seq": seq, "missed": gap} for seq, gap in device.gaps[:20]],
+                     "seq_missed_total": device.seq_missed}))
 
 
 async def _critical(session: AsyncSession, rt: Runtime, item: NewEvent) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devices import health, schemas
 from devices.models import Device, StoredEvent
 from devices.mosquitto import password_entry as mosquitto_password_entry
+from devices.protocol import DEVICE_ID
 from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.clock import Clock
@@ -71,6 +72,8 @@ async def register_device(session: AsyncSession, clock: Clock, cipher: FieldCiph
 
 
 async def load_device(session: AsyncSession, access: Access, device_id: str, *, for_update: bool = False) -> Device:
+    if not DEVICE_ID.match(device_id):  # no device has such an id (and a NUL would not even reach PostgreSQL)
+        raise NotFound("device not found")
     query = select(Device, Elder.region_code).join(Elder, Elder.id == Device.elder_id).where(
         Device.device_id == device_id)
     if for_update:
@@ -104,5 +107,5 @@ def to_schema(device: Device) -> schemas.Device:
         device_id=device.device_id, kind=device.kind,
         elder_id=str(device.elder_id), status=device.status,
         online=device.online, last_seen_at=device.last_seen_at, battery=device.battery,
-        created_at=device.created_at,
+        created_at=device.created_at, last_seq=device.last_seq, seq_missed=device.seq_missed,
     )

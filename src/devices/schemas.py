@@ -32,6 +32,9 @@ class Device(BaseModel):
     last_seen_at: datetime | None
     battery: int | None
     created_at: datetime
+    last_seq: int | None = Field(None, description="the highest protocol `seq` received from the device")
+    seq_missed: int = Field(0, description="events the device numbered (`seq`) that never reached vnh; each gap "
+                                           "also raises a `data_lost` alarm. Always 0 for devices that send no seq")
 
 
 class EventIn(BaseModel):
@@ -53,6 +56,8 @@ class EventIn(BaseModel):
 class EventAccepted(BaseModel):
     event_id: str
     duplicate: bool
+    note: str | None = Field(None, description="present when the event was stored with a note: `clock_skew` (its "
+                                               "`ts` is further than devices.clock_skew_max from its receipt)")
 
 
 class StoredEvent(BaseModel):

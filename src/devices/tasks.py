@@ -14,7 +14,7 @@ from devices.credentials import SERVICE_USERNAME, default_service_password
 from devices.downlink import CommandSender, order_assigned_consumer
 from devices.escalation import escalate_due
 from devices.gateway import MqttGateway
-from devices.liveness import raise_offline_alarms
+from devices.liveness import supervise
 from devices.mosquitto_control import create_registered, disable_revoked
 from devices.notifier import WebhookNotifier, notifier_from_settings, send_pending
 from devices.partitions import upkeep_once
@@ -67,7 +67,6 @@ class DeviceWorkers:
         self.notifier = notifier_from_settings(rt)
         jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
             ("event partitions", 3600.0, lambda: upkeep_once(rt)),
-            ("device supervision", settings.supervision_interval_s, lambda: raise_offline_alarms(rt)),
             ("alarm escalation", 1.0, lambda: escalate_due(rt)),
             ("alarm notices", 2.0, lambda: send_pending(rt, self.notifier)),
         ]
@@ -76,6 +75,7 @@ class DeviceWorkers:
             jobs.append(("mosquitto registrations", 2.0, lambda: create_registered(rt)))
         self._tasks = [asyncio.create_task(every(name, interval, stop, step), name=name)
                        for name, interval, step in jobs]
+        self._tasks.append(asyncio.create_task(supervise(rt, stop), name="device supervision"))
         if self.gateway is not None:
             self._tasks.append(asyncio.create_task(self.gateway.start(), name="mqtt-gateway-start"))
         if self.sender is not None:

@@ -78,8 +78,11 @@ class DevicesSettings(BaseModel):
     max_payload_bytes: int = 65_536
     dedup_retention: timedelta = timedelta(days=30)
     heartbeat_s: int = 300  # default supervision interval
-    offline_after_intervals: float = 2.5  # silent this many intervals → one device_offline alarm
-    supervision_interval_s: float = 10.0
+    # silent longer than this many intervals → one device_offline alarm: 3 means two lost heartbeats in a row never
+    # alarm (the third arrives at 3 intervals), three do; supervision wakes when the next device is due
+    offline_after_intervals: float = Field(default=3.0, ge=1.0)
+    supervision_interval_s: float = 10.0  # the longest supervision sleeps between passes
+    clock_skew_max: timedelta = timedelta(hours=1)  # a device `ts` further than this from receipt is noted clock_skew
     low_battery_percent: int = 15
     escalate_after: timedelta = timedelta(seconds=60)  # unacknowledged alarms escalate (UK TSA: 60 s)
     escalation_max_level: int = 5

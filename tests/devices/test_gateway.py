@@ -156,3 +156,87 @@ async def test_a_new_instance_gets_the_retained_status_of_devices(
         await eventually(lambda: _equals(rt, online, 1, d=device.device_id), what="retained status applied")
     finally:
         await close(device)
+
+
+async def test_times_and_ids_that_cannot_be_stored_are_dead_lettered_and_the_good_events_after_them_processed(
+        committed_runtime: Runtime, machine_mqtt: str, gateways: GatewayFactory) -> None:
+    """Issue 13 over MQTT: a `ts` of year 1 at +08:00, a NUL, a newline or a lone surrogate in `event_id`, an id
+    over 64 characters — each a dead letter with its reason (not `processing_failed`), in the same batches as good
+    events, which are stored and reacted to; a time far from receipt is stored and noted."""
+    rt = committed_runtime
+    broker = Broker(machine_mqtt, shared=True)
+    await gateways(broker, batch_wait_s=0.2)  # the bad and the good share batches
+    device = await device_for(rt, broker)
+    topic = topic_for(device.device_id, "events")
+    now = rt.clock.now().isoformat()
+    try:
+        bad = [
+            b'{"event_id": "y1", "type": "heartbeat", "ts": "0001-01-01T00:00:00+08:00"}',
+            b'{"event_id": "y9999", "type": "heartbeat", "ts": "9999-12-31T23:59:59-12:00"}',
+            b'{"event_id": "nul\\u0000id", "type": "heartbeat", "ts": "' + now.encode() + b'"}',
+            b'{"event_id": "new\\nline", "type": "heartbeat", "ts": "' + now.encode() + b'"}',
+            b'{"event_id": "half\\ud800", "type": "heartbeat", "ts": "' + now.encode() + b'"}',
+            b'{"event_id": "' + b"x" * 65 + b'", "type": "heartbeat", "ts": "' + now.encode() + b'"}',
+            b'{"event_id": "c1", "type": "cancel", "ts": "' + now.encode() + b'", "value": {"event_id": "a\\u0000"}}',
+        ]
+        for payload in bad:
+            await asyncio.to_thread(device.publish, topic, payload, wait=False)
+        await asyncio.to_thread(device.publish, topic, {"event_id": "good-1", "type": "heartbeat", "ts": now})
+        await asyncio.to_thread(device.publish, topic, {"event_id": "skewed", "type": "heartbeat",
+                                                        "ts": "2000-01-01T00:00:00+08:00"})
+        await asyncio.to_thread(device.publish, topic, {"event_id": "sos-1", "type": "sos", "ts": now})
+        stored = "select count(*) from device_events where device_id = :d"
+        await eventually(lambda: _equals(rt, stored, 3, d=device.device_id), what="the good events stored")
+        dead = "select count(*) from device_dead_letters where device_id = :d"
+        await eventually(lambda: _equals(rt, dead, len(bad), d=device.device_id), what="the bad ones dead-lettered")
+        assert await _reasons(rt, device.device_id) == [  # a lone surrogate makes the whole message no text
+            "invalid_event_id", "invalid_event_id", "invalid_event_id", "invalid_field", "invalid_json",
+            "invalid_ts", "invalid_ts"]
+        async with rt.database.unit_of_work() as s:
+            notes = dict((await s.execute(text(
+                "select event_id, coalesce(note, '-') from device_events where device_id = :d"),
+                {"d": device.device_id})).all())
+            alarms = await s.scalar(text("select count(*) from alarms where device_id = :d and type = 'sos'"),
+                                    {"d": device.device_id})
+        assert notes == {"good-1": "-", "skewed": "clock_skew", "sos-1": "-"}
+        assert alarms == 1  # the SOS after the bad messages was reacted to
+    finally:
+        await close(device)
+
+
+async def test_a_seq_gap_over_mqtt_raises_a_data_lost_alarm_that_counts_every_gap(
+        committed_runtime: Runtime, machine_mqtt: str, gateways: GatewayFactory) -> None:
+    """Issue 13 item 20: events lost before they reached vnh (a `seq` gap) raise one `data_lost` alarm per device,
+    at once (in the batch that saw the gap), told to the console through the outbox; a later gap counts into it."""
+    rt = committed_runtime
+    broker = Broker(machine_mqtt, shared=True)
+    await gateways(broker)
+    device = await device_for(rt, broker)
+    open_alarm = ("select count || '/' || (details->>'missed') from alarms where device_id = :d "
+                  "and type = 'data_lost' and status = 'open'")
+    try:
+        for seq in (1, 2, 6):  # 3, 4, 5 never arrive
+            await asyncio.to_thread(device.send, "heartbeat", seq=seq)
+        await eventually(lambda: _text(rt, open_alarm, "1/3", d=device.device_id), what="data_lost alarm raised")
+        for seq in (7, 10):  # 8, 9 lost too
+            await asyncio.to_thread(device.send, "heartbeat", seq=seq)
+        await eventually(lambda: _text(rt, open_alarm, "2/5", d=device.device_id), what="the second gap counted")
+        async with rt.database.unit_of_work() as s:
+            row = (await s.execute(text(
+                "select severity, region_code, details->'gaps' as gaps from alarms where device_id = :d "
+                "and type = 'data_lost'"), {"d": device.device_id})).one()
+            events = list(await s.scalars(text(
+                "select event_type from outbox where payload->>'device_id' = :d and event_type like "
+                "'devices.alarm.%' and payload->>'type' = 'data_lost' order by id"), {"d": device.device_id}))
+            missed = await s.scalar(text("select seq_missed from devices where device_id = :d"),
+                                    {"d": device.device_id})
+        assert row.severity == "warning" and row.gaps == [{"before_seq": 6, "missed": 3}]
+        assert events == ["devices.alarm.raised", "devices.alarm.repeated"]  # the console hears of both
+        assert missed == 5
+    finally:
+        await close(device)
+
+
+async def _text(rt: Runtime, sql: str, expected: str, **params: Any) -> bool:
+    async with rt.database.unit_of_work() as s:
+        return await s.scalar(text(sql), params) == expected

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
+from devices.models import DEAD_LETTER_REASONS
 from kernel.runtime import Runtime
 from tests.factories import create_elder, register_device
 
@@ -80,7 +85,7 @@ async def test_the_same_event_id_with_another_payload_is_a_new_event_and_noted(
     (b'["sos"]', "not_an_object"),
     (b'{"type": "sos", "ts": "2026-03-02T09:00:00Z"}', "missing_field"),
     (b'{"event_id": "x", "type": "teleport", "ts": "2026-03-02T09:00:00Z"}', "unknown_type"),
-    (b'{"event_id": "x", "type": "sos", "ts": "yesterday"}', "invalid_field"),
+    (b'{"event_id": "x", "type": "sos", "ts": "yesterday"}', "invalid_ts"),
     (b'\xff\xfe', "not_utf8"),
 ])
 async def test_invalid_events_answer_422_and_are_dead_lettered(client: httpx.AsyncClient, runtime: Runtime,
@@ -134,6 +139,19 @@ async def test_seq_gaps_are_counted_on_the_device(client: httpx.AsyncClient, run
     assert await scalar(runtime, "select seq_missed from devices where device_id = :d", d=device_id) == 4
 
 
+async def test_seq_gaps_show_on_the_device_and_raise_one_data_lost_alarm(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str], admin_headers: dict[str, str]) -> None:
+    device_id, token = device
+    for seq in (1, 2, 5, 6, 9):
+        response = await client.post(f"/v1/devices/{device_id}/events", headers=bearer(token),
+                                     json={"event_id": f"s{seq}", "type": "heartbeat", "ts": TS, "seq": seq})
+        assert response.status_code == 202
+    shown = (await client.get(f"/v1/devices/{device_id}", headers=admin_headers)).json()
+    assert (shown["last_seq"], shown["seq_missed"]) == (9, 4)
+    [alarm] = (await client.get("/v1/alarms", params={"type": "data_lost"}, headers=admin_headers)).json()["items"]
+    assert (alarm["device_id"], alarm["count"], alarm["details"]["missed"]) == (device_id, 2, 4)
+
+
 async def test_events_land_in_their_months_partition(client: httpx.AsyncClient, runtime: Runtime,
                                                      device: tuple[str, str]) -> None:
     from devices.partitions import ensure_partitions
@@ -172,3 +190,101 @@ async def test_stored_events_and_dead_letters_are_listed_in_scope(client: httpx.
     assert [d["reason"] for d in letters.json()["items"]] == ["invalid_json"]
     elsewhere = await login_headers(runtime, "dispatcher", region_code="654002")
     assert (await client.get("/v1/dead-letters", headers=elsewhere)).json()["items"] == []
+
+
+# --- times and ids at the edge (issue 13) ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"event_id": "t-1", "type": "sos", "ts": "0001-01-01T00:00:00+08:00"}, "invalid_ts"),
+    ({"event_id": "t-2", "type": "heartbeat", "ts": "9999-12-31T23:59:59-12:00"}, "invalid_ts"),
+    ({"event_id": "a\x00b", "type": "heartbeat", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "line\nbreak", "type": "heartbeat", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "x" * 65, "type": "heartbeat", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "c-1", "type": "cancel", "ts": TS, "value": {"event_id": "s\x00"}}, "invalid_field"),
+])
+async def test_times_and_ids_that_cannot_be_stored_are_dead_lettered_with_their_reason(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str], body: dict[str, Any],
+        reason: str) -> None:
+    device_id, token = device
+    response = await client.post(f"/v1/devices/{device_id}/events", json=body, headers=bearer(token))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"]["reason"] == reason
+    assert await scalar(runtime, "select reason from device_dead_letters where device_id = :d", d=device_id) == reason
+
+
+async def test_a_device_time_far_from_receipt_is_stored_and_noted_clock_skew(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str]) -> None:
+    device_id, token = device
+    url = f"/v1/devices/{device_id}/events"
+    for event_id, ts in (("old", "0001-01-01T00:00:00Z"), ("future", "2030-01-01T00:00:00+08:00"),
+                         ("1970", "1970-01-01T00:00:00+00:00")):
+        response = await client.post(url, json={"event_id": event_id, "type": "heartbeat", "ts": ts},
+                                     headers=bearer(token))
+        assert response.status_code == 202, response.text
+        assert response.json() == {"event_id": event_id, "duplicate": False, "note": "clock_skew"}
+    on_time = await client.post(url, json={"event_id": "now", "type": "heartbeat", "ts": TS}, headers=bearer(token))
+    assert on_time.json() == {"event_id": "now", "duplicate": False}
+    notes = await scalar(runtime, "select string_agg(event_id || '=' || coalesce(note, '-'), ',' order by id) "
+                                  "from device_events where device_id = :d", d=device_id)
+    assert notes == "old=clock_skew,future=clock_skew,1970=clock_skew,now=-"
+
+
+async def test_ids_that_no_device_can_have_are_refused_not_crashed_on(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str], admin_headers: dict[str, str]) -> None:
+    device_id, token = device
+    body = {"event_id": "x", "type": "heartbeat", "ts": TS}
+    nul = await client.post("/v1/devices/a%00b/events", json=body, headers=bearer(token))
+    assert nul.status_code == 422 and nul.json()["error"]["code"] == "invalid_text"  # refused up front (kernel.http)
+    assert (await client.post("/v1/devices/a%01b/events", json=body, headers=bearer("nope"))).status_code == 401
+    other = await client.post("/v1/devices/a%01b/events", json=body, headers=bearer(token))
+    assert other.status_code == 403  # the token is a real device's: dead-lettered as a mismatch
+    stored = await scalar(runtime, "select device_id from device_dead_letters where reason = 'topic_mismatch' "
+                                   "order by id desc limit 1")
+    assert stored == "a\ufffdb"
+    assert (await client.get("/v1/devices/a%01b", headers=admin_headers)).status_code == 404
+    assert (await client.get(f"/v1/devices/{'x' * 300}", headers=admin_headers)).status_code == 404
+    for params in ({"from": "0001-01-01T00:00:00+08:00"}, {"to": "9999-12-31T23:59:59-12:00"},
+                   {"from": "2026-03-02T09:00:00"}):
+        answer = await client.get(f"/v1/devices/{device_id}/events", params=params, headers=admin_headers)
+        assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_time", (params, answer.text)
+    bad_type = await client.get(f"/v1/devices/{device_id}/events", params={"type": "a\x01"}, headers=admin_headers)
+    assert bad_type.status_code == 422
+    assert (await client.get("/v1/alarms", params={"type": "a\x01"}, headers=admin_headers)).status_code == 422
+    dead = await client.get("/v1/dead-letters", params={"from": "0001-01-01T00:00:00+08:00"}, headers=admin_headers)
+    assert dead.status_code == 422
+
+
+times = st.one_of(
+    st.datetimes(timezones=st.timezones() | st.just(UTC), allow_imaginary=False).map(lambda d: d.isoformat()),
+    st.builds(lambda y, h: f"{y:04d}-01-01T00:00:00{'+' if h >= 0 else '-'}{abs(h):02d}:00",
+              st.sampled_from([1, 2, 9998, 9999]), st.integers(-23, 23)),
+    st.text(max_size=30),
+)
+ids = st.one_of(st.text(max_size=70), st.builds(lambda a, b: f"{a}\x00{b}", st.text(max_size=5), st.text(max_size=5)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ts=times, event_id=ids)
+async def test_any_time_or_event_id_over_http_answers_202_or_a_typed_422_never_500(
+        client: httpx.AsyncClient, device: tuple[str, str], ts: str, event_id: str) -> None:
+    device_id, token = device
+    body = json.dumps({"event_id": event_id, "type": "heartbeat", "ts": ts}, ensure_ascii=True)
+    response = await client.post(f"/v1/devices/{device_id}/events", content=body,
+                                 headers={**bearer(token), "Content-Type": "application/json"})
+    assert response.status_code in (202, 422), response.text
+    if response.status_code == 422:
+        assert response.json()["error"]["details"]["reason"] in DEAD_LETTER_REASONS
+
+
+async def test_seq_jumps_to_the_largest_number_never_overflow_the_counters(
+        client: httpx.AsyncClient, runtime: Runtime, device: tuple[str, str]) -> None:
+    device_id, token = device
+    top = 2**63 - 1
+    for n, seq in enumerate((1, top, 1, top, 0, top)):  # jumps, restarts of the counter, jumps again
+        response = await client.post(f"/v1/devices/{device_id}/events", headers=bearer(token),
+                                     json={"event_id": f"j{n}", "type": "heartbeat", "ts": TS, "seq": seq})
+        assert response.status_code == 202, response.text
+    assert await scalar(runtime, "select seq_missed from devices where device_id = :d", d=device_id) == top
+    missed = await scalar(runtime, "select details->>'missed' from alarms where device_id = :d "
+                                   "and type = 'data_lost'", d=device_id)
+    assert int(missed) == 3 * (top - 2) + 1

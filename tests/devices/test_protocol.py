@@ -68,13 +68,21 @@ def test_gcj02_positions_are_stored_as_wgs84() -> None:
     ({"type": "sos", "ts": TS}, "missing_field"),
     ({"event_id": "x", "ts": TS}, "missing_field"),
     ({"event_id": "x", "type": "sos"}, "missing_field"),
-    ({"event_id": "", "type": "sos", "ts": TS}, "invalid_field"),
-    ({"event_id": "x" * 65, "type": "sos", "ts": TS}, "invalid_field"),
-    ({"event_id": 7, "type": "sos", "ts": TS}, "invalid_field"),
+    ({"event_id": "", "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "x" * 65, "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": 7, "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "a\x00b", "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "a\nb", "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "a\x85b", "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "a\ud800", "type": "sos", "ts": TS}, "invalid_event_id"),
+    ({"event_id": "x", "type": "sos", "ts": "0001-01-01T00:00:00+08:00"}, "invalid_ts"),
+    ({"event_id": "x", "type": "sos", "ts": "9999-12-31T23:59:59-12:00"}, "invalid_ts"),
+    ({"event_id": "x", "type": "cancel", "ts": TS, "value": {"event_id": "s\x00"}}, "invalid_field"),
+    ({"event_id": "x", "type": "call", "ts": TS, "value": {"button": "1\x00"}}, "invalid_field"),
     ({"event_id": "x", "type": "explode", "ts": TS}, "unknown_type"),
-    ({"event_id": "x", "type": "sos", "ts": "2026-03-02T09:00:00"}, "invalid_field"),
-    ({"event_id": "x", "type": "sos", "ts": 1772412000}, "invalid_field"),
-    ({"event_id": "x", "type": "sos", "ts": "2026-02-30T09:00:00Z"}, "invalid_field"),
+    ({"event_id": "x", "type": "sos", "ts": "2026-03-02T09:00:00"}, "invalid_ts"),
+    ({"event_id": "x", "type": "sos", "ts": 1772412000}, "invalid_ts"),
+    ({"event_id": "x", "type": "sos", "ts": "2026-02-30T09:00:00Z"}, "invalid_ts"),
     ({"event_id": "x", "type": "sos", "ts": TS, "lat": 91, "lon": 0}, "invalid_field"),
     ({"event_id": "x", "type": "sos", "ts": TS, "lat": 39.0}, "missing_field"),
     ({"event_id": "x", "type": "sos", "ts": TS, "lat": True, "lon": 1}, "invalid_field"),
@@ -103,6 +111,7 @@ def test_bad_events_are_rejected_with_a_reason(obj: Any, reason: str) -> None:
     (b'{"event_id": NaN}', "invalid_json"),
     (b"[" * 100_000, "payload_too_large"),
     (b"", "invalid_json"),
+    (b'{"event_id": "x", "type": "sos", "ts": "2026-03-02T09:00:00Z", "note": "\\ud800"}', "invalid_json"),
 ])
 def test_bad_payloads_are_rejected_with_a_reason(payload: bytes, reason: str) -> None:
     result = protocol.parse_message("events", payload, 65_536)
@@ -185,3 +194,56 @@ def test_seq_tracking_late_arrival_and_restart() -> None:
     assert (last, missed, gap) == (8, 2, 2)
     assert track_sequence(8, 2, 6) == (8, 1, 0)  # one of the missing arrived late
     assert track_sequence(8, 1, 1) == (1, 1, 0)  # the device restarted its counter
+
+
+# --- times and ids at the edge (issue 13): whatever a device sends, a parsed event is storable -------------------
+
+rfc3339_times = st.builds(
+    lambda y, mo, d, h, mi, s, sign, oh, om, frac: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{frac}"
+                                                    f"{'Z' if sign == 'Z' else f'{sign}{oh:02d}:{om:02d}'}",
+    st.sampled_from([1, 2, 1970, 2000, 2026, 9998, 9999]) | st.integers(0, 9999), st.integers(0, 13),
+    st.integers(0, 32), st.integers(0, 24), st.integers(0, 60), st.integers(0, 60), st.sampled_from("+-Z"),
+    st.integers(0, 99), st.integers(0, 99), st.sampled_from(["", ".5", ".123456789"]),
+)
+event_ids = st.one_of(
+    st.text(min_size=0, max_size=70),
+    st.text(alphabet=st.characters(codec=None, categories=("Cc", "Cs", "Zl", "Zs", "Lo")), max_size=70),
+    st.builds(lambda a, c, b: a + c + b, st.text(max_size=30), st.sampled_from(["\x00", "\n", "\x7f", "\x9f",
+                                                                                "\ud800", "\udfff"]),
+              st.text(max_size=30)),
+    st.integers(), st.none(),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(rfc3339_times, event_ids, st.sampled_from(["sos", "heartbeat", "cancel", "call"]), st.booleans())
+def test_any_time_or_event_id_parses_into_a_storable_event_or_a_typed_rejection(
+        ts: str, event_id: Any, kind: str, ascii_only: bool) -> None:
+    obj = {**event(kind), "event_id": event_id, "ts": ts}
+    payload = json.dumps(obj, ensure_ascii=ascii_only, allow_nan=False).encode("utf-8", "surrogatepass")
+    [result] = protocol.parse_message("events", payload, 65_536)  # type: ignore[misc]
+    if isinstance(result, Rejection):
+        assert result.reason in DEAD_LETTER_REASONS and result.detail
+        return
+    assert isinstance(result, DeviceEvent)
+    assert 1 <= len(result.event_id) <= 64 and protocol.CONTROL_OR_SURROGATE.search(result.event_id) is None
+    result.event_id.encode("utf-8")  # what PostgreSQL receives
+    assert 1 <= result.ts.astimezone(protocol.UTC).year <= 9999  # asyncpg converts to UTC before sending
+
+
+def test_a_time_in_year_one_at_plus_eight_is_a_typed_rejection_not_an_overflow() -> None:
+    parsed = protocol.parse_event(event("sos", ts="0001-01-01T00:00:00+08:00"))
+    assert isinstance(parsed, Rejection) and parsed.reason == "invalid_ts"
+    fine = protocol.parse_event(event("sos", ts="0001-01-01T00:00:00Z"))  # storable: kept, noted by the ingest
+    assert isinstance(fine, DeviceEvent)
+
+
+def test_clock_skew_is_measured_either_way() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    received = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
+    limit = timedelta(hours=1)
+    assert not protocol.clock_skewed(received - timedelta(minutes=59), received, limit)
+    assert protocol.clock_skewed(received - timedelta(minutes=61), received, limit)
+    assert protocol.clock_skewed(received + timedelta(minutes=61), received, limit)
+    assert protocol.clock_skewed(datetime(1, 1, 2, tzinfo=UTC), received, limit)

@@ -4,6 +4,7 @@ controllable clock (`ManualClock`), so offline detection and escalation timing a
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from sqlalchemy import select, text
 
 from devices import rules
 from devices.escalation import escalate_due
-from devices.liveness import raise_offline_alarms
+from devices.liveness import next_offline_due, raise_offline_alarms
 from devices.models import Alarm, AlarmNotification, DeviceCommand
 from devices.notifier import WebhookNotifier, send_pending
 from kernel.clock import ManualClock
@@ -86,9 +87,9 @@ async def test_a_silent_device_raises_one_offline_alarm_and_its_return_clears_it
     clock = clock_of(band.rt)
     await monitor(band.client, band.rt, band.elder, {"heartbeat_s": 60})
     await band.send("heartbeat")
-    clock.advance(149)  # 2.5 intervals not yet passed
+    clock.advance(180)  # 3 intervals: not yet "longer than"
     assert await raise_offline_alarms(band.rt) == 0
-    clock.advance(2)
+    clock.advance(1)
     assert await raise_offline_alarms(band.rt) == 1
     for _ in range(5):  # later checks find the alarm open: still one
         clock.advance(60)
@@ -113,6 +114,104 @@ async def test_the_default_interval_applies_without_monitoring_settings(band: Wr
     assert await raise_offline_alarms(band.rt) == 0
     clock_of(band.rt).advance(2)
     assert await raise_offline_alarms(band.rt) == 1
+
+
+def loss_runs(lost: list[bool]) -> list[int]:
+    """Lengths of the runs of consecutive lost heartbeats."""
+    runs, current = [], 0
+    for gone in [*lost, False]:
+        if gone:
+            current += 1
+        elif current:
+            runs.append(current)
+            current = 0
+    return runs
+
+
+async def test_two_lost_heartbeats_in_a_row_never_alarm_and_a_third_does_at_three_intervals(band: Wristband) -> None:
+    clock = clock_of(band.rt)
+    await monitor(band.client, band.rt, band.elder, {"heartbeat_s": 60})
+    await band.send("heartbeat")
+    last = clock.now()
+    assert await next_offline_due(band.rt) == last + timedelta(seconds=180)  # when supervision wakes next
+    for _ in range(30):  # two heartbeats lost (at 60 s and 120 s), checked every 2 s; the third arrives at 180 s
+        clock.advance(6)
+        assert await raise_offline_alarms(band.rt) == 0
+    await band.send("heartbeat")
+    last = clock.now()
+    raised_at = None
+    while raised_at is None:  # a real outage: nothing more comes
+        clock.advance(1)
+        if await raise_offline_alarms(band.rt):
+            raised_at = clock.now()
+    assert (raised_at - last) / timedelta(seconds=60) == pytest.approx(3.0, abs=0.02)
+
+
+@pytest.mark.parametrize("seed", [13, 7])
+async def test_twenty_percent_random_heartbeat_loss_alarms_only_for_runs_of_three(band: Wristband, seed: int) -> None:
+    """Seeded loss of 20% of heartbeats, the checker every 0.1 interval (the longest period allowed; `supervise`
+    wakes at each device's deadline instead): one alarm per run of ≥3 lost heartbeats, none for runs of 1 or 2, each
+    within [2.7, 3.3] intervals of the last heartbeat heard."""
+    clock = clock_of(band.rt)
+    interval = 60
+    await monitor(band.client, band.rt, band.elder, {"heartbeat_s": interval})
+    rng = random.Random(seed)
+    lost = [rng.random() < 0.2 for _ in range(200)]
+    runs = loss_runs(lost)
+    assert runs.count(2) >= 3, runs  # the seed gives pairs of lost heartbeats, the case that alarmed falsely
+    await band.send("heartbeat")
+    last_heard = clock.now()
+    ratios: list[float] = []
+    for gone in lost:
+        for _step in range(10):
+            clock.advance(interval / 10)
+            if _step == 9 and not gone:
+                await band.send("heartbeat")
+                last_heard = clock.now()
+            if await raise_offline_alarms(band.rt):
+                ratios.append((clock.now() - last_heard) / timedelta(seconds=interval))
+    expected = sum(1 for run in runs if run >= 3)
+    assert len(ratios) == expected, (runs, ratios)
+    assert all(2.7 <= r <= 3.3 for r in ratios), ratios
+    alarms = await band.alarms(type="device_offline")
+    assert len(alarms) == expected and all(a.status == "resolved" for a in alarms)  # each cleared by a heartbeat
+    print(f"\nseed {seed}: {len(lost)} heartbeats, {sum(lost)} lost, runs {sorted(runs)}, alarms at {ratios}")
+
+
+async def test_the_supervision_loop_wakes_for_the_next_deadline_and_raises_the_alarm(
+        committed_runtime: Runtime) -> None:
+    """`supervise` (what the workers run) raises the alarm once the clock passes 3 intervals; it sleeps at most
+    `supervision_interval_s` (here short: the ManualClock moves by hand, not by itself)."""
+    import asyncio
+
+    from devices.ingest import Inbound, ingest_batch
+    from devices.liveness import supervise
+    from tests.devices.conftest import eventually
+
+    rt = committed_runtime
+    clock = clock_of(rt)
+    elder = await create_elder(rt)
+    device_id, _token = await register_device(rt, elder, kind="wristband")
+    async with rt.database.unit_of_work() as s:
+        await s.execute(text("update devices set heartbeat_s = 10 where device_id = :d"), {"d": device_id})
+        body = json.dumps({"event_id": "hb", "type": "heartbeat", "ts": clock.now().isoformat()}).encode()
+        await ingest_batch(s, rt, [Inbound(device_id, "events", body, clock.now(), channel="http")])
+    assert await next_offline_due(rt) is not None
+    rt.settings.devices.supervision_interval_s = 0.05
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervise(rt, stop))
+
+    async def raised() -> bool:
+        async with rt.database.unit_of_work() as s:
+            return bool(await s.scalar(text("select count(*) from alarms where type = 'device_offline' "
+                                            "and open_key = :d"), {"d": device_id}))
+
+    try:
+        clock.advance(30.5)
+        await eventually(raised, timeout=10, what="offline alarm from the supervision loop")
+    finally:
+        stop.set()
+        await task
 
 
 # --- vital signs, safe zone, battery -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ const SEVERITY = { critical: 0, warning: 1, info: 2 };
 const SEVERITY_ZH = { critical: "紧急", warning: "警告", info: "提示" };
 const ALARM_ZH = {
   sos: "SOS 呼救", fall: "跌倒", heart_rate: "心率异常", spo2: "血氧异常", geofence: "离开安全区",
-  geofence_exit: "离开安全区", low_battery: "电量低", device_offline: "设备离线",
+  geofence_exit: "离开安全区", low_battery: "电量低", device_offline: "设备离线", data_lost: "数据丢失",
 };
 const STATUS_ZH = { unfulfilled: "待人工派单", dispatching: "派单中", offered: "已发出邀约" };
 const EVENT_ZH = {
