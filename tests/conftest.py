@@ -21,7 +21,7 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,9 @@ def make_settings(server_urls: dict[str, str], database: str, data_dir: Path) ->
         data_dir=data_dir,
         environment="test",
         redis_prefix=f"vnhtest:{uuid.uuid4().hex[:12]}:",
-        auth=AuthSettings(jwt_secret=_key()),
+        # tests move the manual clock hours ahead between one dispatcher's requests: no idle timeout here
+        # (tests/kernel/test_auth_sessions.py checks it with the default)
+        auth=AuthSettings(jwt_secret=_key(), idle_timeout=timedelta(days=365)),
         crypto=CryptoSettings(keys={"k1": _key()}, active_key="k1", blind_index_key=_key()),
         audit=AuditSettings(key=_key()),
     )

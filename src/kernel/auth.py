@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, String, Uuid, func, select
+from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, String, Text, Uuid, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,7 +23,7 @@ from kernel.audit import Actor, SystemActor, record_audit
 from kernel.authz import ROLES, Principal, Role
 from kernel.clock import Clock
 from kernel.db import Base, new_id
-from kernel.errors import Conflict, Unauthenticated, Unprocessable
+from kernel.errors import Conflict, NotFound, Unauthenticated, Unprocessable
 from kernel.events import UserCreated
 from kernel.outbox import emit
 
@@ -49,6 +50,14 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # tokens carry the generation they were issued at; bumping it (`revoke_tokens`) refuses every older token
+    token_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    deleted_at: Mapped[datetime | None]
+    password_changed_at: Mapped[datetime | None]
+    password_history: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list, server_default="{}")
+    totp_secret_enc: Mapped[str | None] = mapped_column(Text)
+    totp_enabled_at: Mapped[datetime | None]
+    recovery_codes: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list, server_default="{}")
 
     __table_args__ = (
         CheckConstraint("role IN ('admin','dispatcher','org_admin','caregiver','elder','auditor','finance')",
@@ -133,13 +142,35 @@ async def create_user(
     return user
 
 
+# `session.info` key: users whose token generation this unit of work bumped (published to Redis after commit)
+REVOKED_TOKENS = "vnh.revoked_tokens"
+
+
+def revoke_tokens(session: AsyncSession, user: User) -> None:
+    """Refuse every token issued to `user` so far (deactivation, lock-out, deletion, password change, log out
+    everywhere). The new generation reaches Redis after the commit (`kernel.sessions.publish_revocations`)."""
+    user.token_generation += 1
+    session.info.setdefault(REVOKED_TOKENS, {})[str(user.id)] = user.token_generation
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    principal: Principal
+    jti: str
+    issued_at: int
+    expires_at: int
+    generation: int
+    # a token that may only change the password or enrol a second factor (`password`, `mfa`), else None
+    limited_to: str | None = None
+
+
 class TokenService:
     def __init__(self, secret: str, ttl: timedelta, clock: Clock) -> None:
         self._secret = secret
         self.ttl = ttl
         self._clock = clock
 
-    def issue(self, principal: Principal) -> str:
+    def issue(self, principal: Principal, *, generation: int = 0, limited_to: str | None = None) -> str:
         now = self._clock.now()
         claims: dict[str, Any] = {
             "sub": principal.user_id,
@@ -148,7 +179,10 @@ class TokenService:
             "iat": int(now.timestamp()),
             "exp": int((now + self.ttl).timestamp()),
             "jti": uuid.uuid4().hex,
+            "gen": generation,
         }
+        if limited_to:
+            claims["lim"] = limited_to
         if principal.organization_id:
             claims["org"] = principal.organization_id
         if principal.region_code:
@@ -160,19 +194,24 @@ class TokenService:
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
 
     def decode(self, token: str) -> Principal:
+        return self.decode_claims(token).principal
+
+    def decode_claims(self, token: str) -> TokenClaims:
+        """The signed claims, checked for signature and expiry only; whether the user may still use the token
+        (active, not revoked, not idle) is `kernel.sessions.check_session`."""
         try:
             claims = jwt.decode(
                 token, self._secret, algorithms=[JWT_ALGORITHM],
-                options={"require": ["sub", "role", "exp", "iat"], "verify_exp": False},
+                options={"require": ["sub", "role", "exp", "iat", "jti"], "verify_exp": False},
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated("invalid token", code="invalid_token") from exc
         # expiry against the injected clock, so tests control it and all instances agree with the domain time
         if claims["exp"] <= self._clock.now().timestamp():
             raise Unauthenticated("token expired", code="token_expired")
-        if claims["role"] not in ROLES:
+        if claims["role"] not in ROLES or not isinstance(claims.get("gen", 0), int):
             raise Unauthenticated("invalid token", code="invalid_token")
-        return Principal(
+        principal = Principal(
             user_id=claims["sub"],
             username=claims.get("usr", ""),
             role=claims["role"],
@@ -181,6 +220,9 @@ class TokenService:
             elder_ids=frozenset(claims.get("elders", [])),
             caregiver_id=claims.get("cg"),
         )
+        return TokenClaims(principal=principal, jti=str(claims["jti"]), issued_at=int(claims["iat"]),
+                           expires_at=int(claims["exp"]), generation=int(claims.get("gen", 0)),
+                           limited_to=claims.get("lim"))
 
 
 class LoginFailed(Unauthenticated):
@@ -204,7 +246,7 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
     reason: str | None = None
     if user.locked_until is not None and user.locked_until > now:
         reason = "locked"
-    elif not user.active:
+    elif not user.active or user.deleted_at is not None:
         reason = "inactive"
     else:
         if not await asyncio.to_thread(_verify, user.password_hash, password):
@@ -213,6 +255,7 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
             if user.failed_logins >= MAX_FAILURES:
                 user.locked_until = now + LOCKOUT
                 user.failed_logins = 0
+                revoke_tokens(session, user)  # a locked account's sessions end too
                 reason = "wrong_password_locked"
     if reason is not None:
         await record_audit(session, clock, SystemActor("auth"), "auth.login", "user", user.id,
@@ -224,3 +267,45 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
         user.password_hash = await asyncio.to_thread(hash_password, password)
     await record_audit(session, clock, user.principal(), "auth.login", "user", user.id, {"username": username})
     return user
+
+
+async def _load_user(session: AsyncSession, user_id: str) -> User:
+    try:
+        uid = uuid.UUID(user_id)
+    except ValueError:
+        raise NotFound("user not found") from None
+    user = await session.scalar(select(User).where(User.id == uid, User.deleted_at.is_(None)).with_for_update())
+    if user is None:
+        raise NotFound("user not found")
+    return user
+
+
+async def set_user_active(session: AsyncSession, clock: Clock, actor: Actor, user_id: str, active: bool) -> User:
+    """Deactivate (every token of the user refused at once) or reactivate an account."""
+    user = await _load_user(session, user_id)
+    if user.active != active:
+        user.active = active
+        revoke_tokens(session, user)
+        await session.flush()
+        await record_audit(session, clock, actor, "user.activate" if active else "user.deactivate", "user", user.id,
+                           {"username": user.username})
+    return user
+
+
+async def delete_user(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> None:
+    """Delete an account: it never logs in again and its tokens are refused. The row stays (the audit log names it),
+    so its username stays taken."""
+    user = await _load_user(session, user_id)
+    user.deleted_at = clock.now()
+    user.active = False
+    revoke_tokens(session, user)
+    await session.flush()
+    await record_audit(session, clock, actor, "user.delete", "user", user.id, {"username": user.username})
+
+
+async def log_out_everywhere(session: AsyncSession, clock: Clock, principal: Principal) -> None:
+    """End every session of the caller (every token issued so far)."""
+    user = await _load_user(session, principal.user_id)
+    revoke_tokens(session, user)
+    await session.flush()
+    await record_audit(session, clock, principal, "auth.logout", "user", user.id, {"everywhere": True})

@@ -7,11 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernel.auth import LoginFailed, authenticate
+from kernel import sessions
+from kernel.audit import record_audit
+from kernel.auth import LoginFailed, TokenClaims, authenticate, log_out_everywhere
 from kernel.authz import Access, Role
 from kernel.errors import TooManyRequests
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, authorize
+from kernel.sessions import publish_revocations
 
 router = APIRouter(tags=["auth"])
 
@@ -72,10 +75,12 @@ async def _login(runtime: RuntimeDep, credentials: Credentials, request: Request
     async with runtime.database.unit_of_work() as session:
         user = await authenticate(session, runtime.clock, credentials.username, credentials.password)
         principal = user.principal() if user else None
+        generation = user.token_generation if user else 0
+    await publish_revocations(runtime, session)  # a lock-out ends the account's sessions
     if principal is None:
         raise LoginFailed("invalid username or password")
-    return TokenOut(access_token=runtime.tokens.issue(principal), expires_in=int(runtime.tokens.ttl.total_seconds()),
-                    role=principal.role)
+    return TokenOut(access_token=runtime.tokens.issue(principal, generation=generation),
+                    expires_in=int(runtime.tokens.ttl.total_seconds()), role=principal.role)
 
 
 @router.post("/v1/auth/token", response_model=TokenOut)
@@ -92,6 +97,34 @@ async def open_session(credentials: Credentials, runtime: RuntimeDep, response: 
     response.set_cookie(auth.session_cookie, token.access_token, max_age=token.expires_in, httponly=True,
                         samesite="strict", secure=auth.session_cookie_secure, path="/")
     return token
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    everywhere: bool = False  # also end every other session of this user
+
+
+@router.post("/v1/auth/logout", status_code=204)
+async def log_out(runtime: RuntimeDep, request: Request,
+                  access: Annotated[Access, Depends(authorize("auth.logout"))],
+                  body: LogoutRequest | None = None) -> Response:
+    """Ends this session server-side (the token is refused until it expires) and clears the console cookie;
+    `everywhere` ends every session of the user."""
+    claims: TokenClaims = request.state.token
+    await sessions.log_out(runtime, claims)
+    if body is not None and body.everywhere:
+        async with runtime.database.unit_of_work() as session:
+            await log_out_everywhere(session, runtime.clock, access.principal)
+        await sessions.publish_revocations(runtime, session)
+    else:
+        async with runtime.database.unit_of_work() as session:
+            await record_audit(session, runtime.clock, access.principal, "auth.logout", "user",
+                               access.principal.user_id, {"everywhere": False})
+    auth = runtime.settings.auth
+    response = Response(status_code=204)
+    response.delete_cookie(auth.session_cookie, path="/", httponly=True, samesite="strict",
+                           secure=auth.session_cookie_secure)
+    return response
 
 
 @router.get("/v1/auth/me", response_model=UserOut)

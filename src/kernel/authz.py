@@ -37,7 +37,10 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     # accounts
     "users.create": {"admin": "all"},
     "users.read": {"admin": "all"},
+    "users.update": {"admin": "all"},  # deactivate, reactivate, unlock
+    "users.delete": {"admin": "all"},
     "auth.me": dict(_EVERYONE),
+    "auth.logout": dict(_EVERYONE),
     # registry: organisations and caregivers (dispatch)
     "organizations.create": {"admin": "all"},
     "organizations.read": {
