@@ -14,6 +14,7 @@ from kernel.authz import Access, Role
 from kernel.errors import TooManyRequests
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, authorize
+from kernel.proxies import client_address
 from kernel.sessions import publish_revocations
 
 router = APIRouter(tags=["auth"])
@@ -58,7 +59,7 @@ LOGIN_ATTEMPTS_PER_MINUTE = 20
 async def _throttle(runtime: RuntimeDep, request: Request) -> None:
     """At most 20 login attempts a minute from one address, whatever the usernames (password spraying); the
     per-account lock-out is in `authenticate`. A fixed window in Redis, shared by all instances."""
-    client = request.client.host if request.client else "unknown"
+    client = await client_address(request, runtime)
     minute = int(runtime.clock.now().timestamp() // 60)
     key = runtime.redis_key("login", client, str(minute))
     async with runtime.redis.pipeline(transaction=True) as pipe:

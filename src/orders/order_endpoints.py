@@ -16,6 +16,7 @@ from kernel.errors import NotFound
 from kernel.fields import Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
+from kernel.proxies import client_address
 from orders import schemas, service, visits
 from orders.models import Order, Visit, VisitFlag
 
@@ -230,7 +231,7 @@ async def confirm(visit_id: str, data: Confirmation, session: SessionDep, runtim
     elif client_device:
         source = f"app:{client_device}"
     else:  # no installation id: the network address and client, keyed so no raw address is stored
-        seen = f"{request.client.host if request.client else ''}|{request.headers.get('user-agent', '')}"
+        seen = f"{await client_address(request, runtime)}|{request.headers.get('user-agent', '')}"
         source = "net:" + runtime.cipher.blind_index(seen, context="confirmation_source")[:32]
     return await _out(session, await visits.confirm(session, runtime, access, visit, data.rating, data.comment, via,
                                                     source))

@@ -133,7 +133,9 @@ async def _serve(args: argparse.Namespace) -> None:
             if args.port is None and port != DEFAULT_HTTP_PORT:
                 log.info("port %d is taken; serving on %d", DEFAULT_HTTP_PORT, port)
             config = uvicorn.Config(create_app(runtime), host=args.host, port=port, log_config=None,
-                                    lifespan="on", proxy_headers=True, server_header=False)
+                                    lifespan="on", server_header=False,
+                                    # X-Forwarded-For is read by kernel.proxies, from VNH_HTTP__TRUSTED_PROXIES only
+                                    proxy_headers=False)
             server = _Server(config)
             log.info("vnh serving on http://%s:%d (database %s, redis %s, mqtt %s)", args.host, port,
                      redact_url(settings.app_url), settings.redis_url,
