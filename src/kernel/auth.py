@@ -27,8 +27,10 @@ from kernel.errors import Conflict, NotFound, Unauthenticated, Unprocessable
 from kernel.events import UserCreated
 from kernel.outbox import emit
 
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # from one source address: that address is locked out of the account
 LOCKOUT = timedelta(minutes=30)
+ACCOUNT_LOCK_FAILURES = 10  # and from at least this many addresses: the account is locked for everyone
+ACCOUNT_LOCK_SOURCES = 3
 JWT_ALGORITHM = "HS256"
 _hasher = PasswordHasher()
 # Verifying against this keeps an unknown username as slow as a wrong password (no user enumeration by timing).
@@ -78,6 +80,18 @@ class User(Base):
             elder_ids=frozenset(str(e) for e in self.elder_ids),
             caregiver_id=str(self.caregiver_id) if self.caregiver_id else None,
         )
+
+
+class LoginFailure(Base):
+    """Failed logins of one account from one source address (the lock-out's memory)."""
+
+    __tablename__ = "login_failures"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_failure_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
 
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
@@ -229,43 +243,103 @@ class LoginFailed(Unauthenticated):
     code = "invalid_credentials"
 
 
-async def authenticate(session: AsyncSession, clock: Clock, username: str, password: str) -> User | None:
-    """Check a password with lock-out: 5 failures lock the account for 30 minutes.
+async def _verify_in_thread(password_hash: str, password: str) -> bool:
+    return await asyncio.to_thread(_verify, password_hash, password)
+
+
+async def authenticate(session: AsyncSession, clock: Clock, username: str, password: str, *,
+                       source: str = "unknown") -> User | None:
+    """Check a password with lock-out per account and source address.
+
+    5 failures from one address lock the account for that address for 30 minutes; the account itself is locked
+    (and its sessions end) only after `ACCOUNT_LOCK_FAILURES` failures from at least `ACCOUNT_LOCK_SOURCES`
+    addresses within 30 minutes, so nobody locks an administrator out from one address. An admin unlocks early
+    (`unlock_user`). Every branch spends one argon2 verification (unknown, locked, inactive, wrong, right), so
+    answer times do not tell which it was.
 
     Answers None for unknown users, wrong passwords, locked and inactive accounts alike (no enumeration); the
     audit log says which it was. It does not raise, because the failure count and the audit row must be committed:
     the caller commits, then refuses with `LoginFailed`.
     """
     now = clock.now()
+    source = source[:64]
     user = await session.scalar(select(User).where(User.username == username).with_for_update())
     if user is None:
-        await asyncio.to_thread(_verify, _DUMMY_HASH, password)
+        await _verify_in_thread(_DUMMY_HASH, password)
         await record_audit(session, clock, SystemActor("auth"), "auth.login", "user", None,
-                           {"username": username[:64], "reason": "unknown_user"}, outcome="denied")
+                           {"username": username[:64], "reason": "unknown_user", "source": source},
+                           outcome="denied")
         return None
+    failure = await session.get(LoginFailure, (user.id, source), with_for_update=True)
+    # the same work whatever the account's state: the verification runs before any branch
+    correct = await _verify_in_thread(user.password_hash, password)
     reason: str | None = None
     if user.locked_until is not None and user.locked_until > now:
         reason = "locked"
+    elif failure is not None and failure.locked_until is not None and failure.locked_until > now:
+        reason = "locked_for_source"
     elif not user.active or user.deleted_at is not None:
         reason = "inactive"
-    else:
-        if not await asyncio.to_thread(_verify, user.password_hash, password):
-            reason = "wrong_password"
-            user.failed_logins += 1
-            if user.failed_logins >= MAX_FAILURES:
-                user.locked_until = now + LOCKOUT
-                user.failed_logins = 0
-                revoke_tokens(session, user)  # a locked account's sessions end too
-                reason = "wrong_password_locked"
+    elif not correct:
+        reason = await _count_failure(session, now, user, failure, source)
     if reason is not None:
         await record_audit(session, clock, SystemActor("auth"), "auth.login", "user", user.id,
-                           {"username": username, "reason": reason}, outcome="denied")
+                           {"username": username, "reason": reason, "source": source}, outcome="denied")
         return None
     user.failed_logins = 0
     user.locked_until = None
+    if failure is not None:
+        await session.delete(failure)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = await asyncio.to_thread(hash_password, password)
-    await record_audit(session, clock, user.principal(), "auth.login", "user", user.id, {"username": username})
+    await record_audit(session, clock, user.principal(), "auth.login", "user", user.id,
+                       {"username": username, "source": source})
+    return user
+
+
+async def _count_failure(session: AsyncSession, now: datetime, user: User, failure: LoginFailure | None,
+                         source: str) -> str:
+    recent = now - LOCKOUT
+    sources = set((await session.scalars(select(LoginFailure.source).where(
+        LoginFailure.user_id == user.id, LoginFailure.last_failure_at > recent))).all())
+    if not sources:
+        user.failed_logins = 0  # the account's earlier failures are older than the window
+    if failure is None:
+        failure = LoginFailure(user_id=user.id, source=source, failures=0, last_failure_at=now)
+        session.add(failure)
+    elif failure.last_failure_at <= recent:
+        failure.failures = 0
+    failure.failures += 1
+    failure.last_failure_at = now
+    user.failed_logins += 1
+    sources.add(source)
+    reason = "wrong_password"
+    if failure.failures >= MAX_FAILURES:
+        failure.locked_until = now + LOCKOUT
+        failure.failures = 0
+        reason = "wrong_password_locked_for_source"
+    if user.failed_logins >= ACCOUNT_LOCK_FAILURES and len(sources) >= ACCOUNT_LOCK_SOURCES:
+        user.locked_until = now + LOCKOUT
+        user.failed_logins = 0
+        revoke_tokens(session, user)  # a locked account's sessions end too
+        reason = "wrong_password_locked"
+    await session.flush()
+    return reason
+
+
+async def unlock_user(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> User:
+    """An admin lifts every lock-out of an account (account-wide and per address)."""
+    user = await _load_user(session, user_id)
+    failures = (await session.scalars(select(LoginFailure).where(LoginFailure.user_id == user.id))).all()
+    for failure in failures:
+        await session.delete(failure)
+    was_locked = user.locked_until is not None and user.locked_until > clock.now()
+    user.locked_until = None
+    user.failed_logins = 0
+    await session.flush()
+    await record_audit(session, clock, actor, "user.unlock", "user", user.id,
+                       {"username": user.username, "account_locked": was_locked,
+                        "sources": sorted(f.source for f in failures)})
     return user
 
 

@@ -56,7 +56,7 @@ class UserOut(BaseModel):
 LOGIN_ATTEMPTS_PER_MINUTE = 20
 
 
-async def _throttle(runtime: RuntimeDep, request: Request) -> None:
+async def _throttle(runtime: RuntimeDep, request: Request) -> str:
     """At most 20 login attempts a minute from one address, whatever the usernames (password spraying); the
     per-account lock-out is in `authenticate`. A fixed window in Redis, shared by all instances."""
     client = await client_address(request, runtime)
@@ -68,13 +68,14 @@ async def _throttle(runtime: RuntimeDep, request: Request) -> None:
         count, _ = await pipe.execute()
     if int(count) > LOGIN_ATTEMPTS_PER_MINUTE:
         raise TooManyRequests("too many login attempts from this address; wait a minute", code="login_rate_limited")
+    return client
 
 
 async def _login(runtime: RuntimeDep, credentials: Credentials, request: Request) -> TokenOut:
-    await _throttle(runtime, request)
+    source = await _throttle(runtime, request)
     # Its own unit of work: a failed attempt's count and audit row must commit even though we refuse.
     async with runtime.database.unit_of_work() as session:
-        user = await authenticate(session, runtime.clock, credentials.username, credentials.password)
+        user = await authenticate(session, runtime.clock, credentials.username, credentials.password, source=source)
         principal = user.principal() if user else None
         generation = user.token_generation if user else 0
     await publish_revocations(runtime, session)  # a lock-out ends the account's sessions

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict
 
 from dispatch.registry import get_organization
-from kernel.auth import create_user, delete_user, set_user_active
+from kernel.auth import create_user, delete_user, set_user_active, unlock_user
 from kernel.auth_endpoints import UserCreate, UserOut
 from kernel.authz import Access
 from kernel.errors import NotFound, Unprocessable
@@ -64,3 +64,11 @@ async def delete_account(user_id: str, session: SessionDep, clock: ClockDep,
                          access: Annotated[Access, Depends(authorize("users.delete"))]) -> Response:
     await delete_user(session, clock, access, user_id)
     return Response(status_code=204)
+
+
+@router.post("/v1/users/{user_id}/unlock", response_model=UserState)
+async def unlock_account(user_id: str, session: SessionDep, clock: ClockDep,
+                         access: Annotated[Access, Depends(authorize("users.update"))]) -> UserState:
+    """Lifts the account's lock-out, account-wide and for every address (audited as `user.unlock`)."""
+    user = await unlock_user(session, clock, access, user_id)
+    return UserState(id=str(user.id), username=user.username, role=user.role, active=user.active)
