@@ -97,13 +97,39 @@ class LoginFailure(Base):
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 
 
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_HISTORY = 5  # a new password may be neither the current one nor any of the five before it
+# the words and keyboard runs of the most common passwords: what is left after stripping digits and symbols from
+# both ends ("Qwerty2026" → "qwerty", "P@ssw0rd!" → "p@ssw0rd") may not be one of them
+_COMMON_CORES = frozenset({
+    "password", "passw0rd", "p@ssword", "p@ssw0rd", "pass", "qwerty", "qwertyuiop", "qwer", "qwert", "asdf",
+    "asdfgh", "asdfghjkl", "zxcv", "zxcvbn", "zxcvbnm", "qazwsx", "1qaz2wsx", "abc", "abcd", "abcdef", "abcdefg",
+    "admin", "administrator", "root", "welcome", "letmein", "iloveyou", "monkey", "dragon", "master", "login",
+    "secret", "changeme", "test", "user", "guest", "woaini", "aini", "a", "aa", "aaa", "aaaa",
+})
+
+
+def password_classes(password: str) -> int:
+    """How many of the four classes (lower, upper, digit, other) the password uses."""
+    return sum((
+        any(c.islower() for c in password),
+        any(c.isupper() for c in password),
+        any(c.isdigit() for c in password),
+        any(not c.isalnum() for c in password),
+    ))
+
+
 def check_password_rules(password: str, username: str) -> None:
-    """At least 10 characters with letters and digits, not containing the username (等保 expectations)."""
+    """At least 8 characters from at least 3 of the 4 classes (lower, upper, digit, symbol), not a common
+    password with digits or symbols around it, not containing the username (等保 2.0 level 3)."""
     problems = []
-    if len(password) < 10:
-        problems.append("at least 10 characters")
-    if not re.search(r"[A-Za-z]", password) or not re.search(r"\d", password):
-        problems.append("letters and digits")
+    if len(password) < PASSWORD_MIN_LENGTH:
+        problems.append(f"at least {PASSWORD_MIN_LENGTH} characters")
+    if password_classes(password) < 3:
+        problems.append("at least 3 of: lower case, upper case, digits, symbols")
+    core = re.sub(r"^[\W\d_]+|[\W\d_]+$", "", password.lower())
+    if core in _COMMON_CORES or len(set(password.lower())) <= 2:
+        problems.append("too common")
     if username.lower() in password.lower():
         problems.append("must not contain the username")
     if problems:
@@ -145,7 +171,7 @@ async def create_user(
     user = User(
         id=new_id(), username=username, password_hash=await asyncio.to_thread(hash_password, password), role=role,
         organization_id=organization_id, region_code=region_code, elder_ids=list(elder_ids or []),
-        caregiver_id=caregiver_id,
+        caregiver_id=caregiver_id, password_changed_at=clock.now(),
     )
     session.add(user)
     await session.flush()
@@ -383,3 +409,40 @@ async def log_out_everywhere(session: AsyncSession, clock: Clock, principal: Pri
     revoke_tokens(session, user)
     await session.flush()
     await record_audit(session, clock, principal, "auth.logout", "user", user.id, {"everywhere": True})
+
+
+# roles whose passwords do not expire: elders' and families' logins (the app, often a relative's phone)
+PASSWORD_AGE_EXEMPT_ROLES = frozenset({"elder"})
+
+
+def password_expired(user: User, now: datetime, max_age: timedelta) -> bool:
+    """Staff passwords expire after `auth.password_max_age`; such a login may only change the password."""
+    if user.role in PASSWORD_AGE_EXEMPT_ROLES:
+        return False
+    changed = user.password_changed_at or user.created_at
+    return changed is not None and now - changed > max_age
+
+
+class PasswordChangeRefused(Unprocessable):
+    code = "password_change_refused"
+
+
+async def change_password(session: AsyncSession, clock: Clock, principal: Principal, current: str,
+                          new: str) -> User:
+    """The caller's own password: the current one must be right, the new one follow the rules and be none of the
+    previous five. Every session of the user ends (a new token is issued by the caller)."""
+    user = await _load_user(session, principal.user_id)
+    if not await _verify_in_thread(user.password_hash, current):
+        raise PasswordChangeRefused("the current password is wrong", code="wrong_current_password")
+    check_password_rules(new, user.username)
+    for old in [user.password_hash, *user.password_history[:PASSWORD_HISTORY]]:
+        if await _verify_in_thread(old, new):
+            raise PasswordChangeRefused(f"the new password must differ from the last {PASSWORD_HISTORY}",
+                                        code="password_reused")
+    user.password_history = [user.password_hash, *user.password_history][:PASSWORD_HISTORY]
+    user.password_hash = await asyncio.to_thread(hash_password, new)
+    user.password_changed_at = clock.now()
+    revoke_tokens(session, user)
+    await session.flush()
+    await record_audit(session, clock, principal, "auth.password_change", "user", user.id, {})
+    return user

@@ -9,8 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kernel import sessions
 from kernel.audit import record_audit
-from kernel.auth import LoginFailed, TokenClaims, authenticate, log_out_everywhere
-from kernel.authz import Access, Role
+from kernel.auth import (
+    LoginFailed,
+    TokenClaims,
+    authenticate,
+    change_password,
+    log_out_everywhere,
+    password_expired,
+)
+from kernel.authz import Access, Principal, Role
 from kernel.errors import TooManyRequests
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, authorize
@@ -31,6 +38,14 @@ class TokenOut(BaseModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int
     role: Role
+    # the password expired (staff, `VNH_AUTH__PASSWORD_MAX_AGE`): this token only changes it (POST /v1/auth/password)
+    password_change_required: bool = False
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current: str = Field(min_length=1, max_length=200)
+    new: str = Field(min_length=1, max_length=200)
 
 
 class UserCreate(BaseModel):
@@ -78,11 +93,18 @@ async def _login(runtime: RuntimeDep, credentials: Credentials, request: Request
         user = await authenticate(session, runtime.clock, credentials.username, credentials.password, source=source)
         principal = user.principal() if user else None
         generation = user.token_generation if user else 0
+        expired = user is not None and password_expired(user, runtime.clock.now(),
+                                                        runtime.settings.auth.password_max_age)
     await publish_revocations(runtime, session)  # a lock-out ends the account's sessions
     if principal is None:
         raise LoginFailed("invalid username or password")
-    return TokenOut(access_token=runtime.tokens.issue(principal, generation=generation),
-                    expires_in=int(runtime.tokens.ttl.total_seconds()), role=principal.role)
+    return _token(runtime, principal, generation, limited_to="password" if expired else None)
+
+
+def _token(runtime: RuntimeDep, principal: Principal, generation: int, limited_to: str | None = None) -> TokenOut:
+    return TokenOut(access_token=runtime.tokens.issue(principal, generation=generation, limited_to=limited_to),
+                    expires_in=int(runtime.tokens.ttl.total_seconds()), role=principal.role,
+                    password_change_required=limited_to == "password")
 
 
 @router.post("/v1/auth/token", response_model=TokenOut)
@@ -99,6 +121,18 @@ async def open_session(credentials: Credentials, runtime: RuntimeDep, response: 
     response.set_cookie(auth.session_cookie, token.access_token, max_age=token.expires_in, httponly=True,
                         samesite="strict", secure=auth.session_cookie_secure, path="/")
     return token
+
+
+@router.post("/v1/auth/password", response_model=TokenOut)
+async def change_own_password(data: PasswordChange, runtime: RuntimeDep,
+                              access: Annotated[Access, Depends(authorize("auth.password"))]) -> TokenOut:
+    """Change one's own password (the only call an expired password's token may make). Every session of the user
+    ends; the answer carries a new token."""
+    async with runtime.database.unit_of_work() as session:
+        user = await change_password(session, runtime.clock, access.principal, data.current, data.new)
+        principal, generation = user.principal(), user.token_generation
+    await publish_revocations(runtime, session)
+    return _token(runtime, principal, generation)
 
 
 class LogoutRequest(BaseModel):

@@ -41,6 +41,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "users.delete": {"admin": "all"},
     "auth.me": dict(_EVERYONE),
     "auth.logout": dict(_EVERYONE),
+    "auth.password": dict(_EVERYONE),
     # registry: organisations and caregivers (dispatch)
     "organizations.create": {"admin": "all"},
     "organizations.read": {
