@@ -137,9 +137,9 @@ def make_settings(server_urls: dict[str, str], database: str, data_dir: Path) ->
         data_dir=data_dir,
         environment="test",
         redis_prefix=f"vnhtest:{uuid.uuid4().hex[:12]}:",
-        # tests move the manual clock hours ahead between one dispatcher's requests: no idle timeout here
-        # (tests/kernel/test_auth_sessions.py checks it with the default)
-        auth=AuthSettings(jwt_secret=_key(), idle_timeout=timedelta(days=365)),
+        # tests move the manual clock hours ahead between one dispatcher's requests: no idle timeout here, and
+        # admins log in with their password alone (tests/kernel/test_auth_*.py check both with the defaults)
+        auth=AuthSettings(jwt_secret=_key(), idle_timeout=timedelta(days=365), mfa_roles=[]),
         crypto=CryptoSettings(keys={"k1": _key()}, active_key="k1", blind_index_key=_key()),
         audit=AuditSettings(key=_key()),
     )
@@ -240,6 +240,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VNH_MQTT__CLIENT_ID": settings.mqtt.client_id, "VNH_MQTT__SHARE_GROUP": settings.mqtt.share_group,
         "VNH_MQTT__SHARED_SUBSCRIPTION": str(settings.mqtt.shared_subscription).lower(),
         "VNH_AUTH__JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
+        "VNH_AUTH__IDLE_TIMEOUT": f"PT{int(settings.auth.idle_timeout.total_seconds())}S",
+        "VNH_AUTH__MFA_ROLES": json.dumps(settings.auth.mfa_roles),
         "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in settings.crypto.keys.items()}),
         "VNH_CRYPTO__ACTIVE_KEY": settings.crypto.active_key or "k1",
         "VNH_CRYPTO__BLIND_INDEX_KEY": settings.crypto.blind_index_key.get_secret_value(),

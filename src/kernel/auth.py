@@ -19,13 +19,16 @@ from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, String, Text, Uuid, f
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from kernel import mfa
 from kernel.audit import Actor, SystemActor, record_audit
 from kernel.authz import ROLES, Principal, Role
 from kernel.clock import Clock
 from kernel.db import Base, new_id
 from kernel.errors import Conflict, NotFound, Unauthenticated, Unprocessable
 from kernel.events import UserCreated
+from kernel.key_rotation import EncryptedColumn
 from kernel.outbox import emit
+from kernel.personal_data import FieldCipher
 
 MAX_FAILURES = 5  # from one source address: that address is locked out of the account
 LOCKOUT = timedelta(minutes=30)
@@ -93,6 +96,9 @@ class LoginFailure(Base):
     last_failure_at: Mapped[datetime]
     locked_until: Mapped[datetime | None]
 
+
+# what `vnh crypto rotate` rewrites: the TOTP secrets
+ENCRYPTED_COLUMNS = (EncryptedColumn(User, "totp_secret_enc", mfa.TOTP_CONTEXT),)
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 
@@ -273,8 +279,13 @@ async def _verify_in_thread(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(_verify, password_hash, password)
 
 
+# `session.info` key: why a login with the right password was still refused, when the caller must say so
+LOGIN_REFUSAL = "vnh.login_refusal"
+
+
 async def authenticate(session: AsyncSession, clock: Clock, username: str, password: str, *,
-                       source: str = "unknown") -> User | None:
+                       source: str = "unknown", otp: str | None = None,
+                       cipher: FieldCipher | None = None) -> User | None:
     """Check a password with lock-out per account and source address.
 
     5 failures from one address lock the account for that address for 30 minutes; the account itself is locked
@@ -285,7 +296,8 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
 
     Answers None for unknown users, wrong passwords, locked and inactive accounts alike (no enumeration); the
     audit log says which it was. It does not raise, because the failure count and the audit row must be committed:
-    the caller commits, then refuses with `LoginFailed`.
+    the caller commits, then refuses with `LoginFailed`. An account with a second factor also needs `otp` (a TOTP
+    code or an unused recovery code); without one the refusal is noted as `mfa_required` in `session.info`.
     """
     now = clock.now()
     source = source[:64]
@@ -308,6 +320,8 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
         reason = "inactive"
     elif not correct:
         reason = await _count_failure(session, now, user, failure, source)
+    if reason is None and user.totp_enabled_at is not None:
+        reason = await _check_second_factor(session, now, user, failure, source, otp, cipher)
     if reason is not None:
         await record_audit(session, clock, SystemActor("auth"), "auth.login", "user", user.id,
                            {"username": username, "reason": reason, "source": source}, outcome="denied")
@@ -351,6 +365,56 @@ async def _count_failure(session: AsyncSession, now: datetime, user: User, failu
         reason = "wrong_password_locked"
     await session.flush()
     return reason
+
+
+async def _check_second_factor(session: AsyncSession, now: datetime, user: User, failure: LoginFailure | None,
+                               source: str, otp: str | None, cipher: FieldCipher | None) -> str | None:
+    if not otp:
+        session.info[LOGIN_REFUSAL] = "mfa_required"
+        return "mfa_required"
+    if cipher is None or user.totp_secret_enc is None:
+        raise RuntimeError("authenticate needs the cipher for an account with a second factor")
+    if mfa.totp_matches(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), otp, now):
+        return None
+    remaining = await asyncio.to_thread(mfa.consume_recovery_code, user.recovery_codes, otp)
+    if remaining is not None:
+        user.recovery_codes = remaining
+        return None
+    reason = await _count_failure(session, now, user, failure, source)  # guessing codes counts as failing
+    return reason.replace("wrong_password", "wrong_otp")
+
+
+async def begin_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal
+                     ) -> tuple[str, str]:
+    """Start enrolling a TOTP second factor: a new secret (sealed at rest), shown once with its otpauth URI; it
+    takes effect when a code from it is confirmed (`confirm_totp`)."""
+    user = await _load_user(session, principal.user_id)
+    if user.totp_enabled_at is not None:
+        raise Conflict("a second factor is already enrolled", code="mfa_already_enrolled")
+    secret = mfa.new_secret()
+    user.totp_secret_enc = cipher.encrypt(secret, context=mfa.TOTP_CONTEXT)
+    await session.flush()
+    await record_audit(session, clock, principal, "auth.mfa_begin", "user", user.id, {})
+    return secret, mfa.provisioning_uri(secret, user.username)
+
+
+async def confirm_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal,
+                       code: str) -> tuple[User, list[str]]:
+    """Finish the enrolment with a code from the authenticator: from now on the login needs one. Answers the ten
+    single-use recovery codes (stored hashed, shown only here)."""
+    user = await _load_user(session, principal.user_id)
+    if user.totp_enabled_at is not None:
+        raise Conflict("a second factor is already enrolled", code="mfa_already_enrolled")
+    if user.totp_secret_enc is None:
+        raise Conflict("start the enrolment with POST /v1/auth/totp", code="mfa_not_started")
+    if not mfa.totp_matches(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), code, clock.now()):
+        raise Unprocessable("the code does not match: check the authenticator's clock", code="invalid_otp")
+    codes, hashes = await asyncio.to_thread(mfa.new_recovery_codes)
+    user.totp_enabled_at = clock.now()
+    user.recovery_codes = hashes
+    await session.flush()
+    await record_audit(session, clock, principal, "auth.mfa_enrol", "user", user.id, {})
+    return user, codes
 
 
 async def unlock_user(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> User:

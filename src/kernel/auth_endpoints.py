@@ -10,15 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from kernel import sessions
 from kernel.audit import record_audit
 from kernel.auth import (
+    LOGIN_REFUSAL,
     LoginFailed,
     TokenClaims,
+    User,
     authenticate,
+    begin_totp,
     change_password,
+    confirm_totp,
     log_out_everywhere,
     password_expired,
 )
-from kernel.authz import Access, Principal, Role
-from kernel.errors import TooManyRequests
+from kernel.authz import Access, Role
+from kernel.errors import TooManyRequests, Unauthenticated
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, authorize
 from kernel.proxies import client_address
@@ -31,6 +35,8 @@ class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=200)
+    # the second factor, for accounts that enrolled one: a TOTP code or an unused recovery code
+    otp: str | None = Field(default=None, max_length=32)
 
 
 class TokenOut(BaseModel):
@@ -40,6 +46,23 @@ class TokenOut(BaseModel):
     role: Role
     # the password expired (staff, `VNH_AUTH__PASSWORD_MAX_AGE`): this token only changes it (POST /v1/auth/password)
     password_change_required: bool = False
+    # the role must use a second factor (`VNH_AUTH__MFA_ROLES`) and none is enrolled: this token only enrols one
+    mfa_enrolment_required: bool = False
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=6, max_length=8)
+
+
+class TotpEnabled(BaseModel):
+    recovery_codes: list[str]  # shown once; each logs in once in place of a code
+    token: TokenOut
 
 
 class PasswordChange(BaseModel):
@@ -90,21 +113,31 @@ async def _login(runtime: RuntimeDep, credentials: Credentials, request: Request
     source = await _throttle(runtime, request)
     # Its own unit of work: a failed attempt's count and audit row must commit even though we refuse.
     async with runtime.database.unit_of_work() as session:
-        user = await authenticate(session, runtime.clock, credentials.username, credentials.password, source=source)
-        principal = user.principal() if user else None
-        generation = user.token_generation if user else 0
-        expired = user is not None and password_expired(user, runtime.clock.now(),
-                                                        runtime.settings.auth.password_max_age)
+        user = await authenticate(session, runtime.clock, credentials.username, credentials.password, source=source,
+                                  otp=credentials.otp, cipher=runtime.cipher)
+        token = _token(runtime, user) if user else None
+        refusal = session.info.get(LOGIN_REFUSAL)
     await publish_revocations(runtime, session)  # a lock-out ends the account's sessions
-    if principal is None:
+    if token is None:
+        if refusal == "mfa_required":
+            raise Unauthenticated("this account needs its second factor: send `otp`", code="mfa_required")
         raise LoginFailed("invalid username or password")
-    return _token(runtime, principal, generation, limited_to="password" if expired else None)
+    return token
 
 
-def _token(runtime: RuntimeDep, principal: Principal, generation: int, limited_to: str | None = None) -> TokenOut:
-    return TokenOut(access_token=runtime.tokens.issue(principal, generation=generation, limited_to=limited_to),
-                    expires_in=int(runtime.tokens.ttl.total_seconds()), role=principal.role,
-                    password_change_required=limited_to == "password")
+def _token(runtime: RuntimeDep, user: User) -> TokenOut:
+    """A token for the user, limited to changing the password (expired) or enrolling a second factor (the role
+    needs one and has none)."""
+    auth = runtime.settings.auth
+    limited_to: str | None = None
+    if password_expired(user, runtime.clock.now(), auth.password_max_age):
+        limited_to = "password"
+    elif user.role in auth.mfa_roles and user.totp_enabled_at is None:
+        limited_to = "mfa"
+    return TokenOut(
+        access_token=runtime.tokens.issue(user.principal(), generation=user.token_generation, limited_to=limited_to),
+        expires_in=int(runtime.tokens.ttl.total_seconds()), role=user.principal().role,
+        password_change_required=limited_to == "password", mfa_enrolment_required=limited_to == "mfa")
 
 
 @router.post("/v1/auth/token", response_model=TokenOut)
@@ -130,9 +163,28 @@ async def change_own_password(data: PasswordChange, runtime: RuntimeDep,
     ends; the answer carries a new token."""
     async with runtime.database.unit_of_work() as session:
         user = await change_password(session, runtime.clock, access.principal, data.current, data.new)
-        principal, generation = user.principal(), user.token_generation
+        token = _token(runtime, user)
     await publish_revocations(runtime, session)
-    return _token(runtime, principal, generation)
+    return token
+
+
+@router.post("/v1/auth/totp", response_model=TotpEnrolment)
+async def begin_totp_enrolment(runtime: RuntimeDep,
+                               access: Annotated[Access, Depends(authorize("auth.mfa"))]) -> TotpEnrolment:
+    """Start enrolling a TOTP authenticator (RFC 6238): the secret and its otpauth URI, shown once."""
+    async with runtime.database.unit_of_work() as session:
+        secret, uri = await begin_totp(session, runtime.clock, runtime.cipher, access.principal)
+    return TotpEnrolment(secret=secret, otpauth_uri=uri)
+
+
+@router.post("/v1/auth/totp/confirm", response_model=TotpEnabled)
+async def confirm_totp_enrolment(data: TotpCode, runtime: RuntimeDep,
+                                 access: Annotated[Access, Depends(authorize("auth.mfa"))]) -> TotpEnabled:
+    """Confirm with a code from the authenticator: the second factor is on; recovery codes and a full token."""
+    async with runtime.database.unit_of_work() as session:
+        user, codes = await confirm_totp(session, runtime.clock, runtime.cipher, access.principal, data.code)
+        token = _token(runtime, user)
+    return TotpEnabled(recovery_codes=codes, token=token)
 
 
 class LogoutRequest(BaseModel):

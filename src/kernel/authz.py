@@ -42,6 +42,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     "auth.me": dict(_EVERYONE),
     "auth.logout": dict(_EVERYONE),
     "auth.password": dict(_EVERYONE),
+    "auth.mfa": dict(_EVERYONE),  # enrol a TOTP second factor
     # registry: organisations and caregivers (dispatch)
     "organizations.create": {"admin": "all"},
     "organizations.read": {

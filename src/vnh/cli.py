@@ -238,6 +238,7 @@ async def _crypto_rotate(args: argparse.Namespace) -> int:
 
     from devices.registry import ENCRYPTED_COLUMNS as DEVICE_COLUMNS
     from dispatch.registry import ENCRYPTED_COLUMNS as CAREGIVER_COLUMNS
+    from kernel.auth import ENCRYPTED_COLUMNS as USER_COLUMNS
     from kernel.key_rotation import EncryptedColumn, rotate
     from orders.elders import ENCRYPTED_COLUMNS as ELDER_COLUMNS
 
@@ -255,8 +256,8 @@ async def _crypto_rotate(args: argparse.Namespace) -> int:
                     progress.update(tasks[column.name], advance=rows)
 
                 report = await rotate(runtime.database, runtime.clock, runtime.cipher,
-                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS, *DEVICE_COLUMNS), batch=args.batch,
-                                      on_start=on_start, on_batch=on_batch)
+                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS, *DEVICE_COLUMNS, *USER_COLUMNS),
+                                      batch=args.batch, on_start=on_start, on_batch=on_batch)
         finally:
             await runtime.close()
     for name, rewritten in report.rewritten.items():

@@ -37,6 +37,7 @@ def _env() -> dict[str, str]:
            if k not in ("DATABASE_URL", "REDIS_URL", "MQTT_URL") and not k.startswith("VNH_")}
     env["PYTHONUNBUFFERED"] = "1"
     env["VNH_METRICS_TOKEN"] = METRICS_TOKEN  # /readyz shows where each server runs only to it (or an admin)
+    env["VNH_AUTH__MFA_ROLES"] = "[]"  # the admin logs in with a password alone here (no authenticator at hand)
     return env
 
 
