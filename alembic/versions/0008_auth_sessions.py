@@ -33,6 +33,8 @@ def upgrade() -> None:
     op.add_column("users", sa.Column("token_generation", sa.Integer(), server_default="0", nullable=False))
     op.add_column("users", sa.Column("deleted_at", sa.TIMESTAMP(timezone=True), nullable=True))
     op.add_column("users", sa.Column("password_changed_at", sa.TIMESTAMP(timezone=True), nullable=True))
+    # existing passwords' age counts from the upgrade: no account is sent to change its password on the spot
+    op.execute("UPDATE users SET password_changed_at = now()")
     op.add_column("users", sa.Column("password_history", postgresql.ARRAY(sa.String(length=200)),
                                      server_default="{}", nullable=False))
     op.add_column("users", sa.Column("totp_secret_enc", sa.Text(), nullable=True))
