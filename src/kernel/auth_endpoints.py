@@ -97,7 +97,7 @@ LOGIN_ATTEMPTS_PER_MINUTE = 20
 async def _throttle(runtime: RuntimeDep, request: Request) -> str:
     """At most 20 login attempts a minute from one address, whatever the usernames (password spraying); the
     per-account lock-out is in `authenticate`. A fixed window in Redis, shared by all instances."""
-    client = await client_address(request, runtime)
+    client = client_address(request)
     minute = int(runtime.clock.now().timestamp() // 60)
     key = runtime.redis_key("login", client, str(minute))
     async with runtime.redis.pipeline(transaction=True) as pipe:

@@ -4,7 +4,8 @@
 resolved at most once a minute). The peer of the connection is the client unless it is one of them; then the
 header is read from the right, skipping trusted hops, and the first address not trusted is the client (a client can
 put anything at the left of the header, never at its right). Every per-address use (the login limit, lock-out per
-source, confirmation sources, audit) asks `client_address`; uvicorn's own proxy-header rewriting is off.
+source, confirmation sources, audit) reads the ASGI scope's `client`, which `TrustedProxyMiddleware` (outermost)
+has already set to that address; uvicorn's own proxy-header rewriting is off.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kernel.runtime import Runtime
 
@@ -86,14 +88,15 @@ def trusted_proxies(runtime: Runtime) -> TrustedProxies:
     return _cache[entries]
 
 
-async def client_address(request: Request, runtime: Runtime) -> str:
-    """The address of whoever sent the request (see the module's docstring)."""
-    peer = request.client.host if request.client else "unknown"
-    proxies = trusted_proxies(runtime)
-    hop = _address(peer)
+async def resolve_client(scope: Scope, proxies: TrustedProxies) -> str | None:
+    """The address of whoever sent the request (see the module's docstring), from an ASGI scope."""
+    peer = scope.get("client")
+    if not peer or not peer[0]:
+        return None
+    hop = _address(str(peer[0]))
     if hop is None or not await proxies.trusts(hop):
-        return peer
-    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        return str(peer[0])
+    forwarded = b",".join(v for k, v in scope.get("headers") or [] if k == b"x-forwarded-for").decode("latin-1")
     hops = [h for h in (part.strip() for part in forwarded.split(",")) if h]
     client = str(hop)
     for text in reversed(hops):
@@ -104,3 +107,26 @@ async def client_address(request: Request, runtime: Runtime) -> str:
         if not await proxies.trusts(address):
             break
     return client
+
+
+class TrustedProxyMiddleware:
+    """Replaces the ASGI scope's `client` with the resolved client address before anything reads it, so the login
+    limit, the lock-out, confirmation sources and the audit rows all see the same address. Outermost."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("client"):
+            proxies = trusted_proxies(self.runtime)
+            if proxies.networks or proxies.hostnames:
+                address = await resolve_client(scope, proxies)
+                if address is not None and address != scope["client"][0]:
+                    scope = {**scope, "client": (address, 0)}
+        await self.app(scope, receive, send)
+
+
+def client_address(request: Request) -> str:
+    """The caller's address, as `TrustedProxyMiddleware` resolved it."""
+    return request.client.host if request.client else "unknown"

@@ -231,7 +231,7 @@ async def confirm(visit_id: str, data: Confirmation, session: SessionDep, runtim
     elif client_device:
         source = f"app:{client_device}"
     else:  # no installation id: the network address and client, keyed so no raw address is stored
-        seen = f"{await client_address(request, runtime)}|{request.headers.get('user-agent', '')}"
+        seen = f"{client_address(request)}|{request.headers.get('user-agent', '')}"
         source = "net:" + runtime.cipher.blind_index(seen, context="confirmation_source")[:32]
     return await _out(session, await visits.confirm(session, runtime, access, visit, data.rating, data.comment, via,
                                                     source))
