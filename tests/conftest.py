@@ -21,7 +21,7 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,9 @@ def make_settings(server_urls: dict[str, str], database: str, data_dir: Path) ->
         data_dir=data_dir,
         environment="test",
         redis_prefix=f"vnhtest:{uuid.uuid4().hex[:12]}:",
-        auth=AuthSettings(jwt_secret=_key()),
+        # tests move the manual clock hours ahead between one dispatcher's requests: no idle timeout here, and
+        # admins log in with their password alone (tests/kernel/test_auth_*.py check both with the defaults)
+        auth=AuthSettings(jwt_secret=_key(), idle_timeout=timedelta(days=365), mfa_roles=[]),
         crypto=CryptoSettings(keys={"k1": _key()}, active_key="k1", blind_index_key=_key()),
         audit=AuditSettings(key=_key()),
     )
@@ -241,6 +243,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VNH_MQTT__CLIENT_ID": settings.mqtt.client_id, "VNH_MQTT__SHARE_GROUP": settings.mqtt.share_group,
         "VNH_MQTT__SHARED_SUBSCRIPTION": str(settings.mqtt.shared_subscription).lower(),
         "VNH_AUTH__JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
+        "VNH_AUTH__IDLE_TIMEOUT": f"PT{int(settings.auth.idle_timeout.total_seconds())}S",
+        "VNH_AUTH__MFA_ROLES": json.dumps(settings.auth.mfa_roles),
         "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in settings.crypto.keys.items()}),
         "VNH_CRYPTO__ACTIVE_KEY": settings.crypto.active_key or "k1",
         "VNH_CRYPTO__BLIND_INDEX_KEY": settings.crypto.blind_index_key.get_secret_value(),

@@ -123,11 +123,16 @@ async def on_duty(rt: Runtime, caregiver: Caregiver, lat: float, lon: float) -> 
 
 
 async def caregiver_headers(rt: Runtime, caregiver: Caregiver) -> dict[str, str]:
-    from kernel.authz import Principal
+    """A token of the caregiver's own login (every request checks that the login still exists and is active)."""
+    from sqlalchemy import select
 
-    principal = Principal(user_id=str(caregiver.id), username=f"cg-{caregiver.id}", role="caregiver",
-                          organization_id=str(caregiver.organization_id), caregiver_id=str(caregiver.id))
-    return {"Authorization": f"Bearer {rt.tokens.issue(principal)}"}
+    from kernel.auth import User
+
+    async with rt.database.unit_of_work() as s:
+        user = await s.scalar(select(User).where(User.caregiver_id == caregiver.id))
+        assert user is not None, "create caregivers with tests.factories.create_caregiver (it makes the login)"
+        principal, generation = user.principal(), user.token_generation
+    return {"Authorization": f"Bearer {rt.tokens.issue(principal, generation=generation)}"}
 
 
 def offset(lat: float, lon: float, north_m: float = 0, east_m: float = 0) -> tuple[float, float]:

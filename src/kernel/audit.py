@@ -88,7 +88,7 @@ class AuditEntry(Base):
     # The region of what the row is about, for auditors' scoping: given by the caller or resolved at insert by the
     # `vnh_audit_region` trigger from the entity (migration 0006); NULL rows are visible to `all` scopes only.
     region_code: Mapped[str | None] = mapped_column(String(12))
-    # Where an HTTP action came from (migration 0009): the client address the server saw and its user agent,
+    # Where an HTTP action came from (migration 0008): the client address the server saw and its user agent,
     # truncated; NULL for work that came from no HTTP request. Part of the sealed hash when present.
     source_ip: Mapped[str | None] = mapped_column(String(SOURCE_IP_MAX))
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX))

@@ -7,11 +7,26 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernel.auth import LoginFailed, authenticate
+from kernel import sessions
+from kernel.audit import record_audit
+from kernel.auth import (
+    LOGIN_REFUSAL,
+    LoginFailed,
+    TokenClaims,
+    User,
+    authenticate,
+    begin_totp,
+    change_password,
+    confirm_totp,
+    log_out_everywhere,
+    password_expired,
+)
 from kernel.authz import Access, Role
-from kernel.errors import TooManyRequests
+from kernel.errors import TooManyRequests, Unauthenticated
 from kernel.fields import CountyCode
 from kernel.http import RuntimeDep, authorize
+from kernel.proxies import client_address
+from kernel.sessions import publish_revocations
 
 router = APIRouter(tags=["auth"])
 
@@ -20,6 +35,8 @@ class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=200)
+    # the second factor, for accounts that enrolled one: a TOTP code or an unused recovery code
+    otp: str | None = Field(default=None, max_length=32)
 
 
 class TokenOut(BaseModel):
@@ -27,6 +44,31 @@ class TokenOut(BaseModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int
     role: Role
+    # the password expired (staff, `VNH_AUTH__PASSWORD_MAX_AGE`): this token only changes it (POST /v1/auth/password)
+    password_change_required: bool = False
+    # the role must use a second factor (`VNH_AUTH__MFA_ROLES`) and none is enrolled: this token only enrols one
+    mfa_enrolment_required: bool = False
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=6, max_length=8)
+
+
+class TotpEnabled(BaseModel):
+    recovery_codes: list[str]  # shown once; each logs in once in place of a code
+    token: TokenOut
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current: str = Field(min_length=1, max_length=200)
+    new: str = Field(min_length=1, max_length=200)
 
 
 class UserCreate(BaseModel):
@@ -52,10 +94,10 @@ class UserOut(BaseModel):
 LOGIN_ATTEMPTS_PER_MINUTE = 20
 
 
-async def _throttle(runtime: RuntimeDep, request: Request) -> None:
+async def _throttle(runtime: RuntimeDep, request: Request) -> str:
     """At most 20 login attempts a minute from one address, whatever the usernames (password spraying); the
     per-account lock-out is in `authenticate`. A fixed window in Redis, shared by all instances."""
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     minute = int(runtime.clock.now().timestamp() // 60)
     key = runtime.redis_key("login", client, str(minute))
     async with runtime.redis.pipeline(transaction=True) as pipe:
@@ -64,18 +106,38 @@ async def _throttle(runtime: RuntimeDep, request: Request) -> None:
         count, _ = await pipe.execute()
     if int(count) > LOGIN_ATTEMPTS_PER_MINUTE:
         raise TooManyRequests("too many login attempts from this address; wait a minute", code="login_rate_limited")
+    return client
 
 
 async def _login(runtime: RuntimeDep, credentials: Credentials, request: Request) -> TokenOut:
-    await _throttle(runtime, request)
+    source = await _throttle(runtime, request)
     # Its own unit of work: a failed attempt's count and audit row must commit even though we refuse.
     async with runtime.database.unit_of_work() as session:
-        user = await authenticate(session, runtime.clock, credentials.username, credentials.password)
-        principal = user.principal() if user else None
-    if principal is None:
+        user = await authenticate(session, runtime.clock, credentials.username, credentials.password, source=source,
+                                  otp=credentials.otp, cipher=runtime.cipher)
+        token = _token(runtime, user) if user else None
+        refusal = session.info.get(LOGIN_REFUSAL)
+    await publish_revocations(runtime, session)  # a lock-out ends the account's sessions
+    if token is None:
+        if refusal == "mfa_required":
+            raise Unauthenticated("this account needs its second factor: send `otp`", code="mfa_required")
         raise LoginFailed("invalid username or password")
-    return TokenOut(access_token=runtime.tokens.issue(principal), expires_in=int(runtime.tokens.ttl.total_seconds()),
-                    role=principal.role)
+    return token
+
+
+def _token(runtime: RuntimeDep, user: User) -> TokenOut:
+    """A token for the user, limited to changing the password (expired) or enrolling a second factor (the role
+    needs one and has none)."""
+    auth = runtime.settings.auth
+    limited_to: str | None = None
+    if password_expired(user, runtime.clock.now(), auth.password_max_age):
+        limited_to = "password"
+    elif user.role in auth.mfa_roles and user.totp_enabled_at is None:
+        limited_to = "mfa"
+    return TokenOut(
+        access_token=runtime.tokens.issue(user.principal(), generation=user.token_generation, limited_to=limited_to),
+        expires_in=int(runtime.tokens.ttl.total_seconds()), role=user.principal().role,
+        password_change_required=limited_to == "password", mfa_enrolment_required=limited_to == "mfa")
 
 
 @router.post("/v1/auth/token", response_model=TokenOut)
@@ -92,6 +154,65 @@ async def open_session(credentials: Credentials, runtime: RuntimeDep, response: 
     response.set_cookie(auth.session_cookie, token.access_token, max_age=token.expires_in, httponly=True,
                         samesite="strict", secure=auth.session_cookie_secure, path="/")
     return token
+
+
+@router.post("/v1/auth/password", response_model=TokenOut)
+async def change_own_password(data: PasswordChange, runtime: RuntimeDep,
+                              access: Annotated[Access, Depends(authorize("auth.password"))]) -> TokenOut:
+    """Change one's own password (the only call an expired password's token may make). Every session of the user
+    ends; the answer carries a new token."""
+    async with runtime.database.unit_of_work() as session:
+        user = await change_password(session, runtime.clock, access.principal, data.current, data.new)
+        token = _token(runtime, user)
+    await publish_revocations(runtime, session)
+    return token
+
+
+@router.post("/v1/auth/totp", response_model=TotpEnrolment)
+async def begin_totp_enrolment(runtime: RuntimeDep,
+                               access: Annotated[Access, Depends(authorize("auth.mfa"))]) -> TotpEnrolment:
+    """Start enrolling a TOTP authenticator (RFC 6238): the secret and its otpauth URI, shown once."""
+    async with runtime.database.unit_of_work() as session:
+        secret, uri = await begin_totp(session, runtime.clock, runtime.cipher, access.principal)
+    return TotpEnrolment(secret=secret, otpauth_uri=uri)
+
+
+@router.post("/v1/auth/totp/confirm", response_model=TotpEnabled)
+async def confirm_totp_enrolment(data: TotpCode, runtime: RuntimeDep,
+                                 access: Annotated[Access, Depends(authorize("auth.mfa"))]) -> TotpEnabled:
+    """Confirm with a code from the authenticator: the second factor is on; recovery codes and a full token."""
+    async with runtime.database.unit_of_work() as session:
+        user, codes = await confirm_totp(session, runtime.clock, runtime.cipher, access.principal, data.code)
+        token = _token(runtime, user)
+    return TotpEnabled(recovery_codes=codes, token=token)
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    everywhere: bool = False  # also end every other session of this user
+
+
+@router.post("/v1/auth/logout", status_code=204)
+async def log_out(runtime: RuntimeDep, request: Request,
+                  access: Annotated[Access, Depends(authorize("auth.logout"))],
+                  body: LogoutRequest | None = None) -> Response:
+    """Ends this session server-side (the token is refused until it expires) and clears the console cookie;
+    `everywhere` ends every session of the user."""
+    claims: TokenClaims = request.state.token
+    await sessions.log_out(runtime, claims)
+    if body is not None and body.everywhere:
+        async with runtime.database.unit_of_work() as session:
+            await log_out_everywhere(session, runtime.clock, access.principal)
+        await sessions.publish_revocations(runtime, session)
+    else:
+        async with runtime.database.unit_of_work() as session:
+            await record_audit(session, runtime.clock, access.principal, "auth.logout", "user",
+                               access.principal.user_id, {"everywhere": False})
+    auth = runtime.settings.auth
+    response = Response(status_code=204)
+    response.delete_cookie(auth.session_cookie, path="/", httponly=True, samesite="strict",
+                           secure=auth.session_cookie_secure)
+    return response
 
 
 @router.get("/v1/auth/me", response_model=UserOut)

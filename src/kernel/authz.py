@@ -37,7 +37,12 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     # accounts
     "users.create": {"admin": "all"},
     "users.read": {"admin": "all"},
+    "users.update": {"admin": "all"},  # deactivate, reactivate, unlock
+    "users.delete": {"admin": "all"},
     "auth.me": dict(_EVERYONE),
+    "auth.logout": dict(_EVERYONE),
+    "auth.password": dict(_EVERYONE),
+    "auth.mfa": dict(_EVERYONE),  # enrol a TOTP second factor
     # registry: organisations and caregivers (dispatch)
     "organizations.create": {"admin": "all"},
     "organizations.read": {

@@ -20,11 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.audit import SystemActor, client_var, record_audit, request_id_var
+from kernel.auth import TokenClaims
 from kernel.authz import Access, Principal, grant
 from kernel.clock import Clock
 from kernel.errors import DomainError, PermissionDenied, Unauthenticated
 from kernel.personal_data import FieldCipher
 from kernel.runtime import Runtime
+from kernel.sessions import check_session, publish_revocations
 
 log = logging.getLogger("vnh.http")
 
@@ -52,6 +54,7 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """
     async with runtime.database.unit_of_work() as session:
         yield session
+    await publish_revocations(runtime, session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -69,7 +72,8 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 CipherDep = Annotated[FieldCipher, Depends(get_cipher)]
 
 
-def current_principal(request: Request, runtime: RuntimeDep) -> Principal:
+def bearer_token(request: Request, runtime: Runtime) -> str:
+    """The token of the request: the Authorization header, else the console's session cookie."""
     header = request.headers.get("authorization")
     token: str | None = None
     if header:
@@ -81,7 +85,28 @@ def current_principal(request: Request, runtime: RuntimeDep) -> Principal:
         token = request.cookies.get(runtime.settings.auth.session_cookie)
     if not token:
         raise Unauthenticated("authentication required")
-    return runtime.tokens.decode(token)
+    return token
+
+
+# what a limited token (expired password, second factor not enrolled yet) may call
+LIMITED_TOKEN_PATHS = frozenset({"/v1/auth/password", "/v1/auth/logout", "/v1/auth/me", "/v1/auth/totp",
+                                 "/v1/auth/totp/confirm"})
+
+
+async def current_claims(request: Request, runtime: RuntimeDep) -> TokenClaims:
+    """The one place every request authenticates: signature and expiry, then whether the user still holds the
+    token (`kernel.sessions.check_session`). The claims stay on `request.state.token` for logout."""
+    claims = runtime.tokens.decode_claims(bearer_token(request, runtime))
+    await check_session(runtime, claims)
+    if claims.limited_to is not None and request.url.path not in LIMITED_TOKEN_PATHS:
+        code = "password_change_required" if claims.limited_to == "password" else "mfa_enrolment_required"
+        raise PermissionDenied("this token may only change the password or enrol a second factor", code=code)
+    request.state.token = claims
+    return claims
+
+
+async def current_principal(claims: Annotated[TokenClaims, Depends(current_claims)]) -> Principal:
+    return claims.principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
@@ -127,7 +152,7 @@ async def _audit_refusal(request: Request, exc: DomainError) -> None:
         return
     actor: Any = SystemActor("anonymous")
     with contextlib.suppress(DomainError):
-        actor = current_principal(request, runtime)
+        actor = runtime.tokens.decode(bearer_token(request, runtime))
     try:
         async with runtime.database.unit_of_work() as session:
             await record_audit(

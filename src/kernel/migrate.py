@@ -71,7 +71,7 @@ def _upgrade(conn: Connection, role: str, revision: str, cipher: Any) -> None:
     ensure_role(conn, role)
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
-    if cipher is not None:  # revisions that seal existing data (0014) need the field keys, which live in settings
+    if cipher is not None:  # revisions that seal existing data (0010) need the field keys, which live in settings
         cfg.attributes["field_cipher"] = cipher
     command.upgrade(cfg, revision)
     apply_grants(conn, role)

@@ -33,6 +33,19 @@ class AuthSettings(BaseModel):
     token_ttl: timedelta = timedelta(hours=8)
     session_cookie: str = "vnh_session"
     session_cookie_secure: bool = False
+    # staff sessions (every role but elder and caregiver) end after this long without a request, beside the
+    # absolute `token_ttl`
+    idle_timeout: timedelta = timedelta(minutes=30)
+    # staff passwords expire after this long: the next login may only change the password
+    password_max_age: timedelta = timedelta(days=90)
+    # roles that must log in with a second factor (TOTP): until enrolled, their login may only enrol
+    mfa_roles: list[str] = Field(default_factory=lambda: ["admin"])
+
+
+class HttpSettings(BaseModel):
+    # addresses or networks (CIDR) of the reverse proxies whose `X-Forwarded-For` is believed; none by default, so
+    # the per-address login limit counts the peer address
+    trusted_proxies: list[str] = Field(default_factory=list)
 
 
 class CryptoSettings(BaseModel):
@@ -177,6 +190,7 @@ class Settings(BaseSettings):
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -15,6 +15,7 @@ from kernel.errors import NotFound
 from kernel.fields import AwareTime, CountyCode, Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
 from kernel.pagination import Page
+from kernel.proxies import client_address
 from kernel.runtime import Runtime
 from orders import elders, schemas, service, visits
 from orders.models import Order, Visit, VisitFlag
@@ -262,7 +263,7 @@ async def confirm(visit_id: str, data: Confirmation, session: SessionDep, runtim
     elif client_device:
         source = f"app:{client_device}"
     else:  # no installation id: the network address and client, keyed so no raw address is stored
-        seen = f"{request.client.host if request.client else ''}|{request.headers.get('user-agent', '')}"
+        seen = f"{client_address(request)}|{request.headers.get('user-agent', '')}"
         source = "net:" + runtime.cipher.blind_index(seen, context="confirmation_source")[:32]
     return await _out(session, await visits.confirm(session, runtime, access, visit, data.rating, data.comment, via,
                                                     source))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict
 
 from dispatch.registry import get_organization
-from kernel.auth import create_user
+from kernel.auth import create_user, delete_user, set_user_active, unlock_user
 from kernel.auth_endpoints import UserCreate, UserOut
 from kernel.authz import Access
 from kernel.errors import NotFound, Unprocessable
@@ -36,3 +37,38 @@ async def create_account(data: UserCreate, session: SessionDep, clock: ClockDep,
     return UserOut(id=str(user.id), username=user.username, role=data.role,
                    organization_id=str(org_id) if org_id else None, region_code=user.region_code,
                    elder_ids=[str(e) for e in elder_ids])
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    active: bool
+
+
+class UserState(BaseModel):
+    id: str
+    username: str
+    role: str
+    active: bool
+
+
+@router.patch("/v1/users/{user_id}", response_model=UserState)
+async def update_account(user_id: str, data: UserUpdate, session: SessionDep, clock: ClockDep,
+                         access: Annotated[Access, Depends(authorize("users.update"))]) -> UserState:
+    """Deactivating an account refuses its tokens at once (kernel/sessions.py)."""
+    user = await set_user_active(session, clock, access, user_id, data.active)
+    return UserState(id=str(user.id), username=user.username, role=user.role, active=user.active)
+
+
+@router.delete("/v1/users/{user_id}", status_code=204)
+async def delete_account(user_id: str, session: SessionDep, clock: ClockDep,
+                         access: Annotated[Access, Depends(authorize("users.delete"))]) -> Response:
+    await delete_user(session, clock, access, user_id)
+    return Response(status_code=204)
+
+
+@router.post("/v1/users/{user_id}/unlock", response_model=UserState)
+async def unlock_account(user_id: str, session: SessionDep, clock: ClockDep,
+                         access: Annotated[Access, Depends(authorize("users.update"))]) -> UserState:
+    """Lifts the account's lock-out, account-wide and for every address (audited as `user.unlock`)."""
+    user = await unlock_user(session, clock, access, user_id)
+    return UserState(id=str(user.id), username=user.username, role=user.role, active=user.active)

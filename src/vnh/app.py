@@ -16,6 +16,7 @@ from dispatch.endpoints import live_router as dispatch_live_router
 from dispatch.endpoints import router as dispatch_router
 from kernel.auth_endpoints import router as auth_router
 from kernel.http import InputHygieneMiddleware, RequestContextMiddleware, install_error_handlers
+from kernel.proxies import TrustedProxyMiddleware
 from kernel.runtime import Runtime
 from orders.endpoints import router as orders_router
 from orders.order_endpoints import router as order_flow_router
@@ -50,7 +51,8 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(InputHygieneMiddleware)
-    app.add_middleware(RequestContextMiddleware)  # outermost: the id is set before anything can refuse
+    app.add_middleware(RequestContextMiddleware)  # the id is set before anything can refuse
+    app.add_middleware(TrustedProxyMiddleware, runtime=runtime)  # outermost: the client's address, for all
     routers = (health_router, auth_router, accounts_router, dispatch_live_router, dispatch_router, orders_router,
                order_flow_router, devices_router, billing_router, supervision_router)
     for router in routers:

@@ -136,7 +136,9 @@ async def _serve(args: argparse.Namespace) -> None:
             if args.port is None and port != DEFAULT_HTTP_PORT:
                 log.info("port %d is taken; serving on %d", DEFAULT_HTTP_PORT, port)
             config = uvicorn.Config(create_app(runtime), host=args.host, port=port, log_config=None,
-                                    lifespan="on", proxy_headers=True, server_header=False)
+                                    lifespan="on", server_header=False,
+                                    # X-Forwarded-For is read by kernel.proxies, from VNH_HTTP__TRUSTED_PROXIES only
+                                    proxy_headers=False)
             server = _Server(config)
             log.info("vnh serving on http://%s:%d (database %s, redis %s, mqtt %s)", args.host, port,
                      redact_url(settings.app_url), settings.redis_url,
@@ -245,6 +247,7 @@ async def _crypto_rotate(args: argparse.Namespace) -> int:
 
     from devices.registry import ENCRYPTED_COLUMNS as DEVICE_COLUMNS
     from dispatch.registry import ENCRYPTED_COLUMNS as CAREGIVER_COLUMNS
+    from kernel.auth import ENCRYPTED_COLUMNS as USER_COLUMNS
     from kernel.key_rotation import EncryptedColumn, rotate
     from orders.elders import ENCRYPTED_COLUMNS as ELDER_COLUMNS
 
@@ -262,8 +265,8 @@ async def _crypto_rotate(args: argparse.Namespace) -> int:
                     progress.update(tasks[column.name], advance=rows)
 
                 report = await rotate(runtime.database, runtime.clock, runtime.cipher,
-                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS, *DEVICE_COLUMNS), batch=args.batch,
-                                      on_start=on_start, on_batch=on_batch)
+                                      (*ELDER_COLUMNS, *CAREGIVER_COLUMNS, *DEVICE_COLUMNS, *USER_COLUMNS),
+                                      batch=args.batch, on_start=on_start, on_batch=on_batch)
         finally:
             await runtime.close()
     for name, rewritten in report.rewritten.items():

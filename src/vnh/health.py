@@ -1,4 +1,9 @@
-"""Liveness, readiness (each dependency named with where it is, no secrets) and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+`/readyz` answers anyone with the status alone (orchestrators and load balancers need no more); the checks, with
+where each dependency runs (no secrets), go to an admin token or the metrics token only: addresses of the database,
+Redis and the broker are a map for an attacker.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kernel.db import redact_url
-from kernel.errors import Unauthenticated
-from kernel.http import RuntimeDep
+from kernel.errors import DomainError, Unauthenticated
+from kernel.http import RuntimeDep, current_claims
 from kernel.mqtt_probe import parse_mqtt_url, probe_broker
 from kernel.runtime import Runtime
 
@@ -52,22 +57,38 @@ async def readiness(runtime: Runtime) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _holds_metrics_token(request: Request, runtime: Runtime) -> bool:
+    token = runtime.settings.metrics_token
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return token is not None and hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+
+
+async def _may_see_details(request: Request, runtime: Runtime) -> bool:
+    """The metrics token, or a valid admin token (or console cookie) whose user still holds it."""
+    if _holds_metrics_token(request, runtime):
+        return True
+    try:
+        claims = await current_claims(request, runtime)
+    except DomainError:
+        return False
+    return claims.principal.role == "admin"
+
+
 @router.get("/readyz")
-async def readyz(runtime: RuntimeDep) -> JSONResponse:
+async def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     checks = await readiness(runtime)
     ready = all(c["ok"] for c in checks.values())
-    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
-    embedded = getattr(runtime, "embedded", None)
-    if embedded:
-        body["embedded"] = embedded
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    if await _may_see_details(request, runtime):
+        body["checks"] = checks
+        embedded = getattr(runtime, "embedded", None)
+        if embedded:
+            body["embedded"] = embedded
     return JSONResponse(status_code=200 if ready else 503, content=body)
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
-    token = runtime.settings.metrics_token
-    if token is not None:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-            raise Unauthenticated("metrics token required", code="metrics_token_required")
+    if runtime.settings.metrics_token is not None and not _holds_metrics_token(request, runtime):
+        raise Unauthenticated("metrics token required", code="metrics_token_required")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

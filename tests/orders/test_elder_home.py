@@ -135,7 +135,7 @@ async def test_the_caregiver_sees_the_exact_home_from_acceptance_to_check_out_an
 
 async def test_the_migration_seals_existing_homes_and_leaves_no_plaintext_in_the_table(
         server_urls: dict[str, str]) -> None:
-    """0014 on a database with elders and a visit: each home and check-in/out point sealed with the service's cipher,
+    """0010 on a database with elders and a visit: each home and check-in/out point sealed with the service's cipher,
     the cell kept, and the tables rewritten so the dropped plaintext columns' bytes are gone from their pages
     (checked with pageinspect)."""
     base = server_urls["database"]

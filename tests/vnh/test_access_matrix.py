@@ -61,14 +61,37 @@ def test_every_route_is_public_or_names_a_permission_of_the_matrix(runtime: Runt
 ENDLESS = {"/v1/console/stream", "/v1/caregivers/me/stream"}
 
 
-def _principal(role: str) -> Principal:
-    return Principal(user_id=str(uuid.uuid4()), username=f"walker-{role}", role=role,  # type: ignore[arg-type]
+def _principal(role: str, user_id: str) -> Principal:
+    return Principal(user_id=user_id, username=f"walker-{role}", role=role,  # type: ignore[arg-type]
                      organization_id=str(uuid.uuid4()), region_code="150625",
                      elder_ids=frozenset({str(uuid.uuid4())}), caregiver_id=str(uuid.uuid4()))
 
 
+async def _walker_logins(runtime: Runtime) -> dict[str, str]:
+    """A real login per role: every request checks that the token's user exists and is active."""
+    from kernel.audit import SystemActor
+    from kernel.auth import create_user
+    from tests.conftest import TEST_PASSWORD
+    from tests.factories import create_organization
+
+    org = await create_organization(runtime)
+    scope: dict[str, dict[str, Any]] = {
+        "org_admin": {"organization_id": org.id}, "caregiver": {"caregiver_id": uuid.uuid4()},
+        "elder": {"elder_ids": [uuid.uuid4()]}, "dispatcher": {"region_code": "150625"},
+        "auditor": {"region_code": "150625"}, "finance": {"region_code": "150625"},
+    }
+    ids = {}
+    async with runtime.database.unit_of_work() as s:
+        for role in ROLES:
+            user = await create_user(s, runtime.clock, SystemActor("test"), username=f"walker-{role}",
+                                     password=TEST_PASSWORD, role=role, **scope.get(role, {}))
+            ids[role] = str(user.id)
+    return ids
+
+
 async def test_each_role_gets_exactly_what_the_matrix_grants(client: httpx.AsyncClient, runtime: Runtime) -> None:
     checked = 0
+    users = await _walker_logins(runtime)
     for route, permission in _routes(runtime):
         if permission is None:
             continue
@@ -77,7 +100,7 @@ async def test_each_role_gets_exactly_what_the_matrix_grants(client: httpx.Async
             for role in ROLES:
                 if route.path in ENDLESS and role in MATRIX[permission]:
                     continue  # an open stream never ends under the in-process transport; its 403s are checked
-                headers = {"Authorization": f"Bearer {runtime.tokens.issue(_principal(role))}"}
+                headers = {"Authorization": f"Bearer {runtime.tokens.issue(_principal(role, users[role]))}"}
                 body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
                 response = await client.request(method, path, headers=headers, json=body)
                 allowed = role in MATRIX[permission]

@@ -12,8 +12,9 @@ async def test_healthz_answers_while_the_process_runs(client: httpx.AsyncClient)
     assert response.json() == {"status": "ok"}
 
 
-async def test_readyz_names_each_dependency_without_secrets(client: httpx.AsyncClient) -> None:
-    response = await client.get("/readyz")
+async def test_readyz_names_each_dependency_without_secrets_to_an_admin(client: httpx.AsyncClient,
+                                                                          admin_headers: dict[str, str]) -> None:
+    response = await client.get("/readyz", headers=admin_headers)
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ready"
@@ -21,6 +22,23 @@ async def test_readyz_names_each_dependency_without_secrets(client: httpx.AsyncC
     for check in body["checks"].values():
         assert check["ok"] is True
         assert "password" not in check["url"]
+
+
+async def test_readyz_tells_anyone_else_the_status_only(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from pydantic import SecretStr
+
+    dispatcher = await login_headers(runtime, "dispatcher", region_code="150625")
+    for headers in ({}, dispatcher, {"Authorization": "Bearer not-a-token"}):
+        response = await client.get("/readyz", headers=headers)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ready"}, headers
+    runtime.settings.metrics_token = SecretStr("scrape-me")
+    try:
+        assert (await client.get("/readyz", headers={"Authorization": "Bearer wrong"})).json() == {"status": "ready"}
+        scraper = await client.get("/readyz", headers={"Authorization": "Bearer scrape-me"})
+        assert {"database", "redis"} <= set(scraper.json()["checks"])
+    finally:
+        runtime.settings.metrics_token = None
 
 
 async def test_login_issues_a_token_that_authorises(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -18,6 +18,8 @@ import psutil
 
 from tests.conftest import TEST_PASSWORD
 
+METRICS_TOKEN = "serve-test-metrics-token"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -34,6 +36,8 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "MQTT_URL") and not k.startswith("VNH_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["VNH_METRICS_TOKEN"] = METRICS_TOKEN  # /readyz shows where each server runs only to it (or an admin)
+    env["VNH_AUTH__MFA_ROLES"] = "[]"  # the admin logs in with a password alone here (no authenticator at hand)
     return env
 
 
@@ -53,7 +57,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: fl
         if proc.poll() is not None:
             raise AssertionError(f"vnh serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5,
+                                 headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             if response.status_code == 200:
                 return dict(response.json())
         except httpx.HTTPError:

@@ -7,8 +7,8 @@ caregiver app's stream replays one caregiver's events after a `Last-Event-ID` wi
 commit, one per outbox event, sent through the push provider's webhook with retries (dispatch/push.py). Titles and
 bodies carry the service's name only, data the order and offer ids: no personal data.
 
-Revision ID: 0013
-Revises: 0009
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0009"
+revision: str = "0009"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

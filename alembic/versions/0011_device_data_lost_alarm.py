@@ -4,8 +4,8 @@ like `device_offline`.
 Only the alarms' type CHECK changes; the new alarm lives in the existing `alarms` table, whose grants to `vnh_app`
 (migration 0004) are unchanged.
 
-Revision ID: 0012
-Revises: 0014
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0014"
+revision: str = "0011"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -18,8 +18,8 @@ rewritten in the same transaction (`CLUSTER` on the primary key, which reconstru
 columns nulled; then `SET WITHOUT CLUSTER` to leave no clustering mark): afterwards the data files hold no plaintext
 home. The write-ahead log of the past, and base backups taken before, still do until they age out (README).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context, op
 
-revision: str = "0014"
-down_revision: str | Sequence[str] | None = "0013"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,7 +5,7 @@ handling), `user_agent` the request's User-Agent, truncated; both NULL for work 
 for rows written before this revision. When present they are part of the sealed hash (kernel/audit.py), so rows
 sealed earlier keep verifying. The app role's table grants (INSERT, SELECT) cover the new columns.
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
+revision: str = "0008"
 down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

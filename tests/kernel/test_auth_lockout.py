@@ -1,0 +1,145 @@
+"""Lock-out: the same work on every branch (no user enumeration by timing), per account and source address first,
+account-wide only after failures from several addresses, and an admin's unlock (kernel/auth.py `authenticate`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+import kernel.auth
+from kernel.audit import AuditEntry, SystemActor
+from kernel.auth import authenticate, create_user
+from kernel.clock import ManualClock
+from kernel.runtime import Runtime
+from tests.conftest import TEST_PASSWORD, login_headers
+
+WRONG = "wrong-Pass-123"
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each argon2 verification `authenticate` runs (the real one, counted)."""
+    calls: list[str] = []
+    real = kernel.auth._verify
+
+    def counted(password_hash: str, password: str) -> bool:
+        calls.append(password_hash)
+        return real(password_hash, password)
+
+    monkeypatch.setattr(kernel.auth, "_verify", counted)
+    return calls
+
+
+async def _attempt(rt: Runtime, username: str, password: str, source: str = "198.51.100.1") -> bool:
+    async with rt.database.unit_of_work() as s:
+        return await authenticate(s, rt.clock, username, password, source=source) is not None
+
+
+async def _user(rt: Runtime, username: str) -> kernel.auth.User:
+    async with rt.database.unit_of_work() as s:
+        return await create_user(s, rt.clock, SystemActor("test"), username=username, password=TEST_PASSWORD,
+                                 role="admin")
+
+
+async def test_every_branch_spends_one_argon2_verification(runtime: Runtime, verifications: list[str]) -> None:
+    from kernel.auth import delete_user, set_user_active
+
+    await _user(runtime, "lock-me")
+    inactive = await _user(runtime, "inactive-one")
+    deleted = await _user(runtime, "deleted-one")
+    async with runtime.database.unit_of_work() as s:
+        await set_user_active(s, runtime.clock, SystemActor("test"), str(inactive.id), False)
+        await delete_user(s, runtime.clock, SystemActor("test"), str(deleted.id))
+    for _ in range(5):
+        await _attempt(runtime, "lock-me", WRONG)
+    verifications.clear()
+    branches = {
+        "unknown user": ("nobody-here", TEST_PASSWORD, "198.51.100.1"),
+        "wrong password": ("lock-me", WRONG, "198.51.100.2"),
+        "locked for this address": ("lock-me", TEST_PASSWORD, "198.51.100.1"),
+        "inactive": ("inactive-one", TEST_PASSWORD, "198.51.100.1"),
+        "deleted": ("deleted-one", TEST_PASSWORD, "198.51.100.1"),
+        "right password": ("lock-me", TEST_PASSWORD, "198.51.100.3"),
+    }
+    for branch, (username, password, source) in branches.items():
+        before = len(verifications)
+        await _attempt(runtime, username, password, source)
+        assert len(verifications) - before == 1, f"{branch}: {len(verifications) - before} argon2 verifications"
+    # and on an account locked for everyone
+    for i in range(10):
+        await _attempt(runtime, "lock-me", WRONG, f"203.0.113.{i % 3}")
+    before = len(verifications)
+    assert not await _attempt(runtime, "lock-me", TEST_PASSWORD, "198.51.100.9")
+    assert len(verifications) - before == 1
+
+
+@pytest.fixture
+def behind_a_proxy(runtime: Runtime) -> Iterator[None]:
+    """The in-process client (127.0.0.1) is a trusted proxy: `X-Forwarded-For` names the client."""
+    saved = runtime.settings.http.trusted_proxies
+    runtime.settings.http.trusted_proxies = ["127.0.0.1"]
+    try:
+        yield
+    finally:
+        runtime.settings.http.trusted_proxies = saved
+
+
+def _from(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+async def test_one_address_cannot_lock_an_admin_out_for_everyone(client: httpx.AsyncClient, runtime: Runtime,
+                                                                 behind_a_proxy: None) -> None:
+    headers = await login_headers(runtime, "admin")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    for _ in range(8):
+        await client.post("/v1/auth/token", json={"username": username, "password": WRONG}, headers=_from("1.2.3.4"))
+    attacker = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD},
+                                 headers=_from("1.2.3.4"))
+    assert attacker.status_code == 401
+    admin = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD},
+                              headers=_from("10.1.1.1"))
+    assert admin.status_code == 200, admin.text
+    assert (await client.get("/v1/auth/me", headers=headers)).status_code == 200  # sessions live on
+    async with runtime.database.unit_of_work() as s:
+        reasons = [e.summary["reason"] for e in (await s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "auth.login", AuditEntry.outcome == "denied")
+            .order_by(AuditEntry.id))).all()]
+    assert reasons[4] == "wrong_password_locked_for_source" and reasons[-1] == "locked_for_source"
+
+
+async def test_failures_from_several_addresses_lock_the_account_until_an_admin_unlocks(
+        client: httpx.AsyncClient, runtime: Runtime, admin_headers: dict[str, str], behind_a_proxy: None) -> None:
+    assert isinstance(runtime.clock, ManualClock)
+    victim = await login_headers(runtime, "dispatcher", region_code="150625")
+    me = (await client.get("/v1/auth/me", headers=victim)).json()
+    for i in range(10):
+        await client.post("/v1/auth/token", json={"username": me["username"], "password": WRONG},
+                          headers=_from(f"203.0.113.{i % 3}"))
+    fresh = await client.post("/v1/auth/token", json={"username": me["username"], "password": TEST_PASSWORD},
+                              headers=_from("10.1.1.1"))
+    assert fresh.status_code == 401
+    assert (await client.get("/v1/auth/me", headers=victim)).json()["error"]["code"] == "token_revoked"
+    unlocked = await client.post(f"/v1/users/{me['id']}/unlock", headers=admin_headers)
+    assert unlocked.status_code == 200, unlocked.text
+    for address in ("10.1.1.1", "203.0.113.0"):
+        again = await client.post("/v1/auth/token", json={"username": me["username"], "password": TEST_PASSWORD},
+                                  headers=_from(address))
+        assert again.status_code == 200, again.text
+    async with runtime.database.unit_of_work() as s:
+        audit = await s.scalar(select(AuditEntry).where(AuditEntry.action == "user.unlock"))
+    assert audit is not None and audit.entity_id == me["id"] and audit.summary["account_locked"] is True
+    assert audit.summary["sources"] == ["203.0.113.0", "203.0.113.1", "203.0.113.2"]
+
+
+async def test_failures_older_than_the_window_are_forgotten(runtime: Runtime) -> None:
+    assert isinstance(runtime.clock, ManualClock)
+    await _user(runtime, "slow-typist")
+    for _ in range(4):
+        assert not await _attempt(runtime, "slow-typist", WRONG)
+    runtime.clock.advance(31 * 60)
+    assert not await _attempt(runtime, "slow-typist", WRONG)
+    assert await _attempt(runtime, "slow-typist", TEST_PASSWORD)

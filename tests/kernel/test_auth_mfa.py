@@ -1,0 +1,104 @@
+"""Second factor: TOTP (RFC 6238) enrolment and check, recovery codes; admins must enrol (`VNH_AUTH__MFA_ROLES`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from kernel.auth import User
+from kernel.clock import ManualClock
+from kernel.runtime import Runtime
+from kernel.settings import AuthSettings
+from tests.conftest import TEST_PASSWORD, login_headers
+
+
+@pytest.fixture
+def default_mfa_roles(runtime: Runtime) -> Iterator[list[str]]:
+    """The default roles (the suite's settings switch the requirement off; the settings object is shared)."""
+    saved = runtime.settings.auth.mfa_roles
+    runtime.settings.auth.mfa_roles = AuthSettings().mfa_roles
+    try:
+        yield runtime.settings.auth.mfa_roles
+    finally:
+        runtime.settings.auth.mfa_roles = saved
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _login(client: httpx.AsyncClient, username: str, otp: str | None = None) -> httpx.Response:
+    body = {"username": username, "password": TEST_PASSWORD} | ({"otp": otp} if otp is not None else {})
+    return await client.post("/v1/auth/token", json=body)
+
+
+async def test_an_admin_must_enrol_a_second_factor_and_then_use_it(client: httpx.AsyncClient, runtime: Runtime,
+                                                                   default_mfa_roles: list[str]) -> None:
+    assert default_mfa_roles == ["admin"]
+    assert isinstance(runtime.clock, ManualClock)
+    username = (await client.get("/v1/auth/me", headers=await login_headers(runtime, "admin"))).json()["username"]
+    first = await _login(client, username)
+    assert first.status_code == 200 and first.json()["mfa_enrolment_required"] is True
+    limited = _bearer(first.json()["access_token"])
+    refused = await client.get("/v1/organizations", headers=limited)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "mfa_enrolment_required"
+
+    enrolment = await client.post("/v1/auth/totp", headers=limited)
+    assert enrolment.status_code == 200, enrolment.text
+    secret = enrolment.json()["secret"]
+    assert enrolment.json()["otpauth_uri"].startswith("otpauth://totp/vnh:")
+    async with runtime.database.unit_of_work() as s:
+        stored = await s.scalar(select(User.totp_secret_enc).where(User.username == username))
+    assert stored is not None and secret not in stored  # sealed at rest
+    totp = pyotp.TOTP(secret)
+    wrong = await client.post("/v1/auth/totp/confirm", headers=limited, json={"code": "000000"
+                              if totp.at(runtime.clock.now()) != "000000" else "111111"})
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "invalid_otp"
+    confirmed = await client.post("/v1/auth/totp/confirm", headers=limited,
+                                  json={"code": totp.at(runtime.clock.now())})
+    assert confirmed.status_code == 200, confirmed.text
+    recovery = confirmed.json()["recovery_codes"]
+    assert len(recovery) == 10 and len(set(recovery)) == 10
+    full = _bearer(confirmed.json()["token"]["access_token"])
+    assert (await client.get("/v1/organizations", headers=full)).status_code == 200
+
+    missing = await _login(client, username)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "mfa_required"
+    runtime.clock.advance(60)
+    guessed = await _login(client, username, "123456" if totp.at(runtime.clock.now()) != "123456" else "654321")
+    assert guessed.status_code == 401 and guessed.json()["error"]["code"] == "invalid_credentials"
+    good = await _login(client, username, totp.at(runtime.clock.now()))
+    assert good.status_code == 200 and good.json()["mfa_enrolment_required"] is False
+    assert (await client.get("/v1/organizations", headers=_bearer(good.json()["access_token"]))).status_code == 200
+    # a recovery code works once
+    assert (await _login(client, username, recovery[0])).status_code == 200
+    assert (await _login(client, username, recovery[0])).status_code == 401
+    again = await client.post("/v1/auth/totp", headers=full)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "mfa_already_enrolled"
+
+
+async def test_other_staff_may_enrol_and_roles_outside_the_setting_need_not(client: httpx.AsyncClient,
+                                                                            runtime: Runtime,
+                                                                            default_mfa_roles: list[str]) -> None:
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    plain = await _login(client, username)
+    assert plain.status_code == 200 and plain.json()["mfa_enrolment_required"] is False
+    secret = (await client.post("/v1/auth/totp", headers=headers)).json()["secret"]
+    code = pyotp.TOTP(secret).at(runtime.clock.now())
+    assert (await client.post("/v1/auth/totp/confirm", headers=headers, json={"code": code})).status_code == 200
+    assert (await _login(client, username)).json()["error"]["code"] == "mfa_required"
+    assert (await _login(client, username, pyotp.TOTP(secret).at(runtime.clock.now()))).status_code == 200
+    # every staff role, by setting
+    runtime.settings.auth.mfa_roles = ["admin", "dispatcher", "finance"]
+    finance = await login_headers(runtime, "finance", region_code="150625")
+    name = (await client.get("/v1/auth/me", headers=finance)).json()["username"]
+    assert (await _login(client, name)).json()["mfa_enrolment_required"] is True
+    family = await login_headers(runtime, "elder", elder_ids=[uuid.uuid4()])
+    name = (await client.get("/v1/auth/me", headers=family)).json()["username"]
+    assert (await _login(client, name)).json()["mfa_enrolment_required"] is False
