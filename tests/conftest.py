@@ -245,6 +245,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VNH_AUTH__JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
         "VNH_AUTH__IDLE_TIMEOUT": f"PT{int(settings.auth.idle_timeout.total_seconds())}S",
         "VNH_AUTH__MFA_ROLES": json.dumps(settings.auth.mfa_roles),
+        "VNH_AUTH__STREAM_RECHECK": f"PT{settings.auth.stream_recheck.total_seconds():g}S",
         "VNH_CRYPTO__KEYS": json.dumps({k: v.get_secret_value() for k, v in settings.crypto.keys.items()}),
         "VNH_CRYPTO__ACTIVE_KEY": settings.crypto.active_key or "k1",
         "VNH_CRYPTO__BLIND_INDEX_KEY": settings.crypto.blind_index_key.get_secret_value(),

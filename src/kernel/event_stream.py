@@ -10,6 +10,7 @@ caller may see (the console filters by region, the caregiver app by caregiver).
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from starlette.requests import Request
 
 from kernel.outbox import OutboxEvent
 from kernel.runtime import Runtime
+from kernel.sessions import still_held
 
 # Two relays may commit their batches out of order; re-reading a short margin and skipping ids already sent
 # closes that gap.
@@ -115,12 +117,24 @@ def encode(event: FeedEvent) -> str:
 
 def event_source(request: Request, events: AsyncIterator[FeedEvent | None]) -> EventSourceResponse:
     """The SSE response of a followed stream: `id:` is the event's `stream_seq`, `event:` its type, keep-alive
-    comments while idle (proxies close silent connections), no buffering by a proxy in between."""
+    comments while idle (proxies close silent connections), no buffering by a proxy in between. The stream ends
+    once the token that opened it no longer holds (logged out, revoked, its user deactivated)."""
+
+    runtime: Runtime = request.app.state.runtime
+    claims = getattr(request.state, "token", None)
+    recheck_s = runtime.settings.auth.stream_recheck.total_seconds()
+    checked = time.monotonic()
 
     async def frames() -> AsyncIterator[ServerSentEvent]:
+        nonlocal checked
         async for event in events:
             if await request.is_disconnected():
                 return
+            # a logout, revocation or deactivation ends an open stream too, within `auth.stream_recheck`
+            if claims is not None and time.monotonic() - checked >= recheck_s:
+                checked = time.monotonic()
+                if not await still_held(runtime, claims):
+                    return
             if event is None:
                 yield ServerSentEvent(comment="keep-alive")
             else:

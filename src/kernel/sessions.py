@@ -73,6 +73,30 @@ async def _generation_from_database(runtime: Runtime, user_id: str) -> bytes:
     return str(row.token_generation).encode()
 
 
+async def _refuse_revoked(runtime: Runtime, claims: TokenClaims, current: bytes | str | None,
+                          revoked: bytes | str | None) -> None:
+    if revoked is not None:
+        raise TokenRevoked("this session was logged out")
+    if current is None:
+        current = await _generation_from_database(runtime, claims.principal.user_id)
+        await runtime.redis.set(_generation_key(runtime, claims.principal.user_id), current,
+                                ex=GENERATION_CACHE_S, nx=True)
+    if current == NO_TOKEN_VALID or claims.generation < int(current):
+        raise TokenRevoked("this token was revoked: log in again")
+
+
+async def still_held(runtime: Runtime, claims: TokenClaims) -> bool:
+    """Whether a long-lived connection (an event stream) opened with this token may go on: not logged out, not
+    revoked, its user still active. No idle check: a stream being watched is the session in use."""
+    current, revoked = await runtime.redis.mget(_generation_key(runtime, claims.principal.user_id),
+                                                _revoked_key(runtime, claims.jti))
+    try:
+        await _refuse_revoked(runtime, claims, current, revoked)
+    except TokenRevoked:
+        return False
+    return True
+
+
 async def check_session(runtime: Runtime, claims: TokenClaims) -> None:
     """Refuse a token whose user was deactivated, locked, deleted or revoked, that was logged out, or (staff) that
     has been idle longer than `auth.idle_timeout`."""
@@ -80,13 +104,7 @@ async def check_session(runtime: Runtime, claims: TokenClaims) -> None:
     gen_key, revoked_key, seen_key = (_generation_key(runtime, user_id), _revoked_key(runtime, claims.jti),
                                       _seen_key(runtime, claims.jti))
     current, revoked, seen = await runtime.redis.mget(gen_key, revoked_key, seen_key)
-    if revoked is not None:
-        raise TokenRevoked("this session was logged out")
-    if current is None:
-        current = await _generation_from_database(runtime, user_id)
-        await runtime.redis.set(gen_key, current, ex=GENERATION_CACHE_S, nx=True)
-    if current == NO_TOKEN_VALID or claims.generation < int(current):
-        raise TokenRevoked("this token was revoked: log in again")
+    await _refuse_revoked(runtime, claims, current, revoked)
     if claims.principal.role in IDLE_EXEMPT_ROLES:
         return
     idle = runtime.settings.auth.idle_timeout

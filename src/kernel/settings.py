@@ -40,6 +40,8 @@ class AuthSettings(BaseModel):
     password_max_age: timedelta = timedelta(days=90)
     # roles that must log in with a second factor (TOTP): until enrolled, their login may only enrol
     mfa_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    # how often an open event stream asks whether the token that opened it still holds (logout, revocation)
+    stream_recheck: timedelta = timedelta(seconds=10)
 
 
 class HttpSettings(BaseModel):

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -179,3 +180,36 @@ async def test_a_caregivers_stream_gets_its_urgent_offer_only_and_resumes_after_
         "新的紧急工单", str(urgent.id), str(mine.id))
     assert elder.name not in body.decode() and str(elder.id) not in body.decode()
     print(f"pushes received by the provider's webhook: {len(receiver.received)}")
+
+
+@pytest.fixture
+def rechecking(committed_runtime: Runtime, request: pytest.FixtureRequest) -> tuple[Runtime, str]:
+    """`vnh serve` whose streams ask before every frame whether their token still holds."""
+    committed_runtime.settings.auth.stream_recheck = timedelta(0)
+    served: tuple[Runtime, str] = request.getfixturevalue("served")
+    return served
+
+
+async def test_an_open_stream_ends_when_its_token_is_logged_out(rechecking: tuple[Runtime, str]) -> None:
+    """A revoked token must not keep a stream that was opened with it: after logout, the caregiver's next offer is
+    not delivered on the old stream; the stream ends instead (kernel/event_stream.py asks `still_held`)."""
+    rt, base = rechecking
+    org = await create_organization(rt)
+    elder = await create_elder(rt, lat=XINI_TOWN[0], lon=XINI_TOWN[1], preferences={})
+    login = f"cg-out-{uuid.uuid4().hex[:8]}"
+    me = await create_caregiver(rt, org, skills=["personal_care"], username=login)
+    await on_duty(rt, me, *offset(*XINI_TOWN, north_m=300))
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        headers = await _login(client, login)
+        async with client.stream("GET", "/v1/caregivers/me/stream", headers=headers) as response:
+            assert response.status_code == 200
+            stream = frames(response)
+            await next_event(stream, "stream.ready")
+            assert (await client.post("/v1/auth/logout", headers=headers)).status_code == 204
+            async with rt.database.unit_of_work() as s:
+                order, _ = await create_order(s, rt, SystemActor("test"), Intake(
+                    elder_id=elder.id, service_code="daily_care", window="asap", priority="urgent",
+                    channel="hotline"))
+            assert (await _offer(rt, order.id, me)).status == "pending"
+            with pytest.raises(AssertionError, match="the stream ended"):
+                await next_event(stream, "dispatch.offer.created")
