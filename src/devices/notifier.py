@@ -10,15 +10,12 @@ an audited reveal of the elder's record.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-import httpx
 from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devices.models import Alarm, AlarmNotification
 from kernel.authz import Access
 from kernel.runtime import Runtime
+from kernel.webhooks import SignedWebhook
 from orders.elders import reveal
 from orders.models import Elder
 from orders.schemas import RevealRequest
@@ -65,23 +63,10 @@ class Notifier(Protocol):
         ...
 
 
-class WebhookNotifier:
-    def __init__(self, url: str, *, secret: str | None = None, timeout_s: float = 5.0,
-                 client: httpx.AsyncClient | None = None) -> None:
-        self.url = url
-        self._secret = secret.encode() if secret else None
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
-
+class WebhookNotifier(SignedWebhook):
     async def send(self, notice: Notice) -> None:
         body = json.dumps(asdict(notice), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": f"vnh-notice-{notice.notification_id}"}
-        if self._secret is not None:
-            headers["X-VNH-Signature"] = "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
-        response = await self._client.post(self.url, content=body, headers=headers)
-        response.raise_for_status()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.post_json(body, idempotency_key=f"vnh-notice-{notice.notification_id}")
 
 
 def notifier_from_settings(rt: Runtime) -> WebhookNotifier | None:

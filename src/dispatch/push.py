@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import uuid
@@ -24,7 +22,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import httpx
 from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -32,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from dispatch.models import PushNotification
 from kernel.outbox import OutboxEvent, Publisher
 from kernel.runtime import Runtime
+from kernel.webhooks import SignedWebhook
 from orders.catalogue import CATALOGUE
 from orders.models import Order
 
@@ -50,28 +48,15 @@ class PushNotifier(Protocol):
         ...
 
 
-class WebhookPushNotifier:
+class WebhookPushNotifier(SignedWebhook):
     """POSTs `{caregiver_id, title, body, data}` to the push provider's webhook (which maps the caregiver to its
     phones' device tokens)."""
-
-    def __init__(self, url: str, *, secret: str | None = None, timeout_s: float = 5.0,
-                 client: httpx.AsyncClient | None = None) -> None:
-        self.url = url
-        self._secret = secret.encode() if secret else None
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
 
     async def send(self, caregiver_id: str, title: str, body: str, data: dict[str, str], *,
                    idempotency_key: str) -> None:
         content = json.dumps({"caregiver_id": caregiver_id, "title": title, "body": body, "data": data},
                              ensure_ascii=False, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
-        if self._secret is not None:
-            headers["X-VNH-Signature"] = "sha256=" + hmac.new(self._secret, content, hashlib.sha256).hexdigest()
-        response = await self._client.post(self.url, content=content, headers=headers)
-        response.raise_for_status()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.post_json(content, idempotency_key=idempotency_key)
 
 
 def push_notifier_from_settings(rt: Runtime) -> WebhookPushNotifier | None:
