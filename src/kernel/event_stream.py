@@ -35,6 +35,7 @@ WAIT_MS = 1_000
 RECHECK_MS = 50
 RECHECKS = 20
 KEEP_ALIVE_EVERY = 15  # idle waits between keep-alives
+MAX_STREAM_SEQ = 2**63 - 1  # outbox.stream_seq is a bigint
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,21 @@ async def latest_seq(rt: Runtime) -> int:
         return int(await session.scalar(select(func.coalesce(func.max(OutboxEvent.stream_seq), 0))) or 0)
 
 
+def _stream_position(last_event_id: str | None) -> int | None:
+    """`Last-Event-ID` as a `stream_seq` (a bigint), or None for anything else: a client may send any text."""
+    if not last_event_id or not last_event_id.isascii() or not last_event_id.isdigit() or len(last_event_id) > 19:
+        return None
+    position = int(last_event_id)
+    return position if position <= MAX_STREAM_SEQ else None
+
+
 async def follow(rt: Runtime, fetch: Fetch, last_event_id: str | None, *, concerns: Concerns | None = None
                  ) -> AsyncIterator[FeedEvent | None]:
     """Events after `last_event_id` (or from now), forever; None now and then as a keep-alive. `concerns` tells
     which wake-ups announce events of this stream (default: all of them)."""
-    try:
-        last = int(last_event_id) if last_event_id else await latest_seq(rt)
-    except ValueError:
+    last = _stream_position(last_event_id)
+    if last is None:  # none, or not a position this stream could have sent: from now
         last = await latest_seq(rt)
-    last = max(0, last)
     floor = last  # the client has everything up to here; the margin is only for commits seen out of order later
     sent: deque[int] = deque(maxlen=4 * MARGIN)
     stream = rt.redis_key(rt.settings.outbox.stream_key)

@@ -93,12 +93,19 @@ LIMITED_TOKEN_PATHS = frozenset({"/v1/auth/password", "/v1/auth/logout", "/v1/au
                                  "/v1/auth/totp/confirm"})
 
 
+def _route_path(request: Request) -> str:
+    """The path the routes see: without the `root_path` a proxy mounting the service under a prefix adds."""
+    path: str = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root + "/") else path
+
+
 async def current_claims(request: Request, runtime: RuntimeDep) -> TokenClaims:
     """The one place every request authenticates: signature and expiry, then whether the user still holds the
     token (`kernel.sessions.check_session`). The claims stay on `request.state.token` for logout."""
     claims = runtime.tokens.decode_claims(bearer_token(request, runtime))
     await check_session(runtime, claims)
-    if claims.limited_to is not None and request.url.path not in LIMITED_TOKEN_PATHS:
+    if claims.limited_to is not None and _route_path(request) not in LIMITED_TOKEN_PATHS:
         code = "password_change_required" if claims.limited_to == "password" else "mfa_enrolment_required"
         raise PermissionDenied("this token may only change the password or enrol a second factor", code=code)
     request.state.token = claims

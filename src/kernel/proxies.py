@@ -35,16 +35,20 @@ def _address(text: str) -> IPAddress | None:
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    # a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d: match them against IPv4 networks
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 @dataclass
 class TrustedProxies:
     networks: list[IPNetwork]
     hostnames: list[str]
-    _resolved: list[IPAddress] = field(default_factory=list)
+    _resolved: dict[str, list[IPAddress]] = field(default_factory=dict)
     _resolved_at: float = float("-inf")
 
     @classmethod
@@ -63,19 +67,21 @@ class TrustedProxies:
             return
         self._resolved_at = time.monotonic()
         loop = asyncio.get_running_loop()
-        found: list[IPAddress] = []
         for name in self.hostnames:
+            # a failed lookup keeps the name's last addresses: forgetting the proxy would make every client look
+            # like the proxy (one shared login limit and lock-out) until the next refresh
             with contextlib.suppress(OSError, TimeoutError):
                 infos = await asyncio.wait_for(loop.getaddrinfo(name, None, type=socket.SOCK_STREAM),
                                                RESOLVE_TIMEOUT_S)
-                found += [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
-        self._resolved = found
+                found = [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
+                if found:
+                    self._resolved[name] = found
 
     async def trusts(self, address: IPAddress) -> bool:
         if any(address in network for network in self.networks):
             return True
         await self._refresh()
-        return address in self._resolved
+        return any(address in addresses for addresses in self._resolved.values())
 
 
 _cache: dict[tuple[str, ...], TrustedProxies] = {}

@@ -4,12 +4,13 @@ as soon as the rows show, not a whole wait later."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from kernel.event_stream import FeedEvent, follow, latest_seq
+from kernel.event_stream import MARGIN, FeedEvent, follow, latest_seq
 from kernel.outbox import OutboxEvent, emit
 from kernel.runtime import Runtime
 from vnh.workers import build_relay
@@ -50,3 +51,33 @@ async def test_an_event_announced_before_its_commit_is_sent_soon_after_the_commi
     print(f"sent {lag * 1000:.0f} ms after the relay's commit")
     # before: the follower saw nothing at the wake-up and slept a whole WAIT_MS (1 s) before looking again
     assert lag < 0.5
+
+
+async def test_a_last_event_id_no_stream_could_have_sent_follows_from_now(committed_runtime: Runtime) -> None:
+    """`Last-Event-ID` is whatever text a client sends: beyond a bigint, signed, or not ASCII digits it means
+    "from now", never a database error (which would drop the stream and make the client retry it forever)."""
+    rt = committed_runtime
+    now = await latest_seq(rt)
+    asked: list[int] = []
+
+    async def fetch(after: int) -> list[FeedEvent]:
+        asked.append(after)
+        async with rt.database.unit_of_work() as s:  # the real query: an out-of-range bound fails here
+            rows = (await s.scalars(select(OutboxEvent).where(OutboxEvent.stream_seq > after).limit(1))).all()
+        return [FeedEvent(r.stream_seq or 0, r.event_type, dict(r.payload)) for r in rows]
+
+    for sent in ("99999999999999999999", str(2**63), "-5", "１２", "12abc"):
+        asked.clear()
+        stream = follow(rt, fetch, sent)
+        task = asyncio.ensure_future(stream.__anext__())
+        deadline = time.monotonic() + 10
+        while not asked and not task.done():
+            assert time.monotonic() < deadline, "the follower never fetched"
+            await asyncio.sleep(0.01)  # paces the wait for the first fetch
+        if task.done():
+            task.result()  # raises what the follower raised
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await task
+        await stream.aclose()
+        assert asked[0] == max(0, now - MARGIN), sent

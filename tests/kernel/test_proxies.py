@@ -75,3 +75,23 @@ async def test_vnh_serve_ignores_a_forged_header(served: tuple[Runtime, str]) ->
                         headers={"X-Forwarded-For": f"198.51.100.{i}"}) for i in range(25)))
     codes = sorted(a.status_code for a in answers)
     assert codes == [401] * 20 + [429] * 5, codes
+
+
+async def test_a_failed_lookup_keeps_the_proxys_last_addresses() -> None:
+    """A DNS hiccup must not forget the proxy: every client would then look like the proxy itself (one shared login
+    limit and lock-out) until the next refresh."""
+    import ipaddress
+
+    from kernel.proxies import TrustedProxies
+
+    proxies = TrustedProxies.parse(["proxy.invalid"])  # .invalid never resolves (RFC 2606)
+    proxy = ipaddress.ip_address("192.0.2.10")
+    proxies._resolved["proxy.invalid"] = [proxy]  # what the last good lookup found
+    assert await proxies.trusts(proxy)  # this call refreshes (never refreshed before) and the lookup fails
+    assert proxies._resolved_at != float("-inf")
+    assert await proxies.trusts(proxy)
+
+
+async def test_an_ipv4_mapped_peer_matches_an_ipv4_proxy_network(runtime: Runtime, trusting: list[str]) -> None:
+    """A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d."""
+    assert await _client(runtime, "::ffff:10.0.0.5", "203.0.113.9") == "203.0.113.9"

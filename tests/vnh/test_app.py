@@ -151,3 +151,43 @@ async def test_one_address_gets_twenty_login_attempts_a_minute(client: httpx.Asy
     assert codes[:20] == [401] * 20 and codes[20] == 429
     runtime.clock.advance(61)
     assert (await client.post("/v1/auth/token", json={"username": "u", "password": "x-12345678"})).status_code == 401
+
+
+async def test_readyz_answers_an_admin_not_ready_while_redis_is_away(client: httpx.AsyncClient, runtime: Runtime,
+                                                                      admin_headers: dict[str, str]) -> None:
+    """The admin check needs Redis (sessions); with Redis away it must not turn the readiness answer into a 500."""
+    from redis.asyncio import Redis
+
+    working = runtime.redis
+    runtime.redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)  # nothing listens there
+    try:
+        response = await client.get("/readyz", headers=admin_headers)
+    finally:
+        await runtime.redis.aclose()
+        runtime.redis = working
+    assert response.status_code == 503, response.text
+    assert response.json() == {"status": "not_ready"}
+
+
+async def test_a_limited_token_still_reaches_its_endpoint_under_a_path_prefix(runtime: Runtime) -> None:
+    """Behind a proxy that mounts the service under a prefix (`root_path`), a password-change-only token is judged
+    by the route's path, not the prefixed one: it reaches the password endpoint and nothing else."""
+    import uuid
+
+    from kernel.audit import SystemActor
+    from kernel.auth import create_user
+    from vnh.app import create_app
+
+    async with runtime.database.unit_of_work() as s:
+        user = await create_user(s, runtime.clock, SystemActor("test"), username=f"d-{uuid.uuid4().hex[:8]}",
+                                 password=TEST_PASSWORD, role="dispatcher", region_code="150625")
+        principal = user.principal()
+    headers = {"Authorization": f"Bearer {runtime.tokens.issue(principal, limited_to='password')}"}
+    transport = httpx.ASGITransport(app=create_app(runtime, background=False), root_path="/vnh")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as prefixed:
+        elsewhere = await prefixed.get("/vnh/v1/orders", headers=headers)
+        assert elsewhere.status_code == 403 and elsewhere.json()["error"]["code"] == "password_change_required"
+        change = await prefixed.post("/vnh/v1/auth/password", headers=headers,
+                                     json={"current": "not-the-password-1A", "new": "Another-Pass-2027"})
+        assert change.status_code != 403, change.text
+        assert change.json()["error"]["code"] != "password_change_required"
