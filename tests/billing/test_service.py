@@ -369,3 +369,20 @@ async def test_contracted_programs_of_a_new_organisation_become_contracts_in_its
                                                     region_code=org.region_code,
                                                     program_ids=[str(program.id), "p-1"])
     assert refused.value.code == "unknown_program" and refused.value.details == {"program_ids": ["p-1"]}
+
+
+async def test_a_one_fen_order_whose_copay_is_the_whole_price_holds_no_programme(runtime: Runtime) -> None:
+    """A split with nothing for the quota (1 fen, the 10 % co-pay rounded up to 1 fen) reserves nothing and names no
+    programme: the order is not counted against a programme it draws nothing from."""
+    elder = await create_elder(runtime)
+    program = await create_program(runtime)
+    order = Order(elder.id, price_fen=1)
+    async with runtime.database.unit_of_work() as s:
+        quote = await billing.quote_and_reserve(s, runtime.clock, order)
+        await assert_ledger_sound(s)
+        reservation = await s.get(Reservation, order.id)
+        postings = await s.scalar(text("select count(*) from ledger_postings where order_id = :o"), {"o": order.id})
+    assert (quote.price_fen, quote.quota_fen, quote.copay_fen, quote.program_id) == (1, 0, 1, None)
+    assert reservation is not None and reservation.program_id is None and reservation.quota_fen == 0
+    assert postings == 0
+    assert (await _program(runtime, program.id)).reserved_fen == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.factories import caregiver_headers, create_caregiver, create_organization, offset, on_duty
 from tests.world import World
 
 
@@ -65,3 +66,23 @@ async def test_an_offer_to_a_caregiver_of_a_blacklisted_organisation_cannot_be_a
     await _blacklist(world, admin_headers, "organization", world.caregivers[0].organization_id)
     refused = await world.client.post(f"/v1/offers/{offer['id']}/accept", headers=await world.as_cg(0))
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "organization_blacklisted"
+
+
+async def test_no_caregiver_of_a_blacklisted_organisation_is_offered_an_order(
+        world: World, admin_headers: dict[str, str]) -> None:
+    other = await create_organization(world.rt, name="杭锦旗另一家服务中心")
+    nearest = await create_caregiver(world.rt, other, skills=["personal_care"], certificate_level="junior")
+    await on_duty(world.rt, nearest, *offset(*world.home, north_m=100))
+    nearest_cg = await caregiver_headers(world.rt, nearest)
+    # the positive control: before the listing, the nearest (of the other organisation) is offered the order
+    first = await world.order()
+    assert [o["order_id"] for o in (await world.client.get("/v1/caregivers/me/offers", headers=nearest_cg)
+                                    ).json()["items"]] == [first["id"]]
+    await _blacklist(world, admin_headers, "organization", other.id)
+    second = await world.order()
+    offered = (await world.client.get("/v1/caregivers/me/offers", headers=nearest_cg)).json()["items"]
+    assert second["id"] not in [o["order_id"] for o in offered]
+    assert [o["order_id"] for o in await world.offers_of(0)] == [second["id"]]  # the next nearest, not listed
+    ranked = await world.client.get(f"/v1/orders/{second['id']}/candidates", headers=world.dispatcher)
+    assert ranked.status_code == 200, ranked.text
+    assert str(nearest.id) not in [c["caregiver_id"] for c in ranked.json()["items"]]

@@ -13,7 +13,15 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from kernel.audit import AuditEntry, SystemActor, record_audit, verify_chain
+from kernel.audit import (
+    AuditEntry,
+    ChainHasher,
+    SystemActor,
+    record_audit,
+    request_id_var,
+    seal_pending,
+    verify_chain,
+)
 from kernel.audit_witness import HttpWitness, parse
 from kernel.runtime import Runtime
 from tests.conftest import free_port, login_headers, settings_env
@@ -278,3 +286,128 @@ async def test_an_unexpected_failure_is_audited_with_the_client_address(runtime:
     async with runtime.database.unit_of_work() as s:
         entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "http.failed"))
     assert entry is not None and (entry.source_ip, entry.user_agent) == ("192.0.2.44", "probe/2")
+
+
+# --- the tamper matrix (issue 14, item 3): every sealed field, each hash algorithm ----------------------------
+
+_HASHED_EDITS = {
+    "id": "id = id + 1000000",
+    "at": "at = at + interval '1 second'",
+    "actor_id": "actor_id = 'user:someone-else'",
+    "actor_role": "actor_role = 'admin'",
+    "action": "action = 'thing.read'",
+    "entity": "entity = 'other'",
+    "entity_id": "entity_id = 'x1'",
+    "entity_id-erased": "entity_id = NULL",
+    "summary": "summary = '{\"n\": 99}'",
+    "outcome": "outcome = 'denied'",
+    "request_id": "request_id = 'req-forged'",
+    "request_id-erased": "request_id = NULL",
+    "region_code": "region_code = '150602'",
+    "region_code-erased": "region_code = NULL",
+    "source_ip": "source_ip = '198.51.100.1'",
+    "user_agent": "user_agent = 'forged/1.0'",
+    "client-erased": "source_ip = NULL, user_agent = NULL",
+}
+
+
+def _hasher(rt: Runtime, algorithm: str) -> ChainHasher:
+    """The chain hasher the settings give (`VNH_AUDIT__HMAC`)."""
+    audit = rt.settings.audit.model_copy(update={"hmac": algorithm})
+    return ChainHasher.from_settings(rt.settings.model_copy(update={"audit": audit}))
+
+
+async def _sealed_rows(rt: Runtime, hasher: ChainHasher, n: int = 3) -> dict[str, int]:
+    """`n` audit rows with every optional field set (entity ids '0'..), sealed with `hasher`; their audit ids."""
+    token = request_id_var.set("req-matrix")
+    try:
+        async with rt.database.unit_of_work() as s:
+            for i in range(n):
+                await record_audit(s, rt.clock, SystemActor("test"), "thing.change", "thing", str(i), {"n": i},
+                                   region_code="150625", client=("203.0.113.7", "probe/1.0"))
+    finally:
+        request_id_var.reset(token)
+    async with rt.database.unit_of_work() as s:
+        assert await seal_pending(s, hasher) == n
+        return {e: int(i) for i, e in (await s.execute(text("select id, entity_id from audit_log"))).all()}
+
+
+async def _tamper_in_place(rt: Runtime, sql: str) -> None:
+    """Tamper inside the test's own (rolled-back) transaction, as the superuser with the append-only triggers off;
+    then act as the app role again."""
+    async with rt.database.unit_of_work() as s:
+        await s.execute(text("RESET ROLE"))
+        await s.execute(text("SET LOCAL session_replication_role = replica"))
+        await s.execute(text(sql))
+        await s.execute(text("SET LOCAL session_replication_role = origin"))
+        await s.execute(text("SET ROLE vnh_app"))
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sm3"])
+@pytest.mark.parametrize("field", list(_HASHED_EDITS))
+async def test_editing_any_sealed_field_of_an_audit_row_breaks_the_chain_at_that_row(
+        runtime: Runtime, algorithm: str, field: str) -> None:
+    rt = runtime
+    hasher = _hasher(rt, algorithm)
+    ids = await _sealed_rows(rt, hasher)
+    async with rt.database.unit_of_work() as s:
+        assert (await verify_chain(s, hasher)).intact is True
+    edit = _HASHED_EDITS[field]  # a fixed statement of this module, not input
+    await _tamper_in_place(rt, f"UPDATE audit_log SET {edit} WHERE entity_id = '1'")  # noqa: S608
+    async with rt.database.unit_of_work() as s:
+        verdict = await verify_chain(s, hasher)
+    assert verdict.intact is False and verdict.truncated is False
+    assert verdict.first_broken_id == str(ids["1"]) and verdict.checked == 1  # row '0' still verifies
+    # a row whose id changed is no longer the row its seal names: to the chain it is gone
+    assert verdict.reason == ("audit row was deleted" if field == "id"
+                              else "audit row content does not match its seal")
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sm3"])
+async def test_editing_an_audit_rows_unsealed_bookkeeping_leaves_the_chain_intact(runtime: Runtime,
+                                                                                   algorithm: str) -> None:
+    """The positive control of the matrix: `created_at` (the database's own insert time) is not sealed, so editing
+    it is no break; the matrix above fails because of what it edits, not because it edits."""
+    rt = runtime
+    hasher = _hasher(rt, algorithm)
+    await _sealed_rows(rt, hasher)
+    await _tamper_in_place(rt, "UPDATE audit_log SET created_at = created_at - interval '1 day'")
+    async with rt.database.unit_of_work() as s:
+        verdict = await verify_chain(s, hasher)
+    assert verdict.intact is True and verdict.checked == 3 and verdict.reason is None
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sm3"])
+@pytest.mark.parametrize(
+    ("tamper", "broken", "reason"),
+    [
+        ("UPDATE audit_seal SET prev_hash = repeat('0', 64) WHERE chain_seq = 2", "1",
+         "previous-hash link does not match"),
+        ("DELETE FROM audit_seal WHERE chain_seq = 2", "2", "seal 2 is missing"),
+        ("DELETE FROM audit_log WHERE entity_id = '1'", "1", "audit row was deleted"),
+        ("UPDATE audit_seal SET hash = repeat('0', 64) WHERE chain_seq = 2", "1",
+         "audit row content does not match its seal"),
+    ],
+    ids=["edited-prev-hash", "deleted-seal", "deleted-row", "forged-seal-hash"],
+)
+async def test_tampering_with_seals_is_reported_with_its_reason(runtime: Runtime, algorithm: str, tamper: str,
+                                                               broken: str, reason: str) -> None:
+    rt = runtime
+    hasher = _hasher(rt, algorithm)
+    ids = await _sealed_rows(rt, hasher)
+    await _tamper_in_place(rt, tamper)
+    async with rt.database.unit_of_work() as s:
+        verdict = await verify_chain(s, hasher)
+    assert verdict.intact is False and verdict.reason == reason
+    assert verdict.first_broken_id == str(ids[broken])
+
+
+async def test_a_chain_sealed_with_sm3_does_not_verify_as_sha256_and_the_other_way_round(runtime: Runtime) -> None:
+    rt = runtime
+    sm3, sha256 = _hasher(rt, "sm3"), _hasher(rt, "sha256")
+    ids = await _sealed_rows(rt, sm3)
+    async with rt.database.unit_of_work() as s:
+        assert (await verify_chain(s, sm3)).intact is True
+        crossed = await verify_chain(s, sha256)
+    assert crossed.intact is False and crossed.first_broken_id == str(ids["0"])
+    assert crossed.reason == "audit row content does not match its seal"
