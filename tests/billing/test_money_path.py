@@ -243,3 +243,35 @@ async def test_a_visit_that_did_not_happen_is_excluded_and_its_reservation_relea
     assert await money.exclusions(order["id"]) == [f"outcome: {outcome}"]
     assert await money.captures(order["id"]) == []
     assert await money.figures() == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("second", ["approved", "rejected"])
+async def test_a_visit_with_two_flags_is_billed_only_when_both_are_resolved(money: Funded, second: str) -> None:
+    """Far and short: approving one flag leaves the visit held; the other decides. 29 minutes bill one started
+    half hour, 2250 fen, of which 225 co-pay."""
+    world = money.world
+    order = await money.quota_order()
+    visit_id, cg = await accepted_visit(world, order)
+    out = await serve(world, visit_id, cg, minutes=29, at=offset(*world.home, north_m=2000))
+    assert (out["billing"], out["open_flags"]) == ("held", ["far_check_in", "too_short"])
+    assert await money.exclusions(order["id"]) == ["unresolved: far_check_in, too_short"]
+    confirmed = await world.client.post(f"/v1/visits/{visit_id}/confirm", json={}, headers=world.family)
+    assert confirmed.json()["billing"] == "held", confirmed.text
+    first = await world.client.post(f"/v1/visits/{visit_id}/flags/far_check_in/resolve",
+                                    json={"decision": "approved", "reason": "老人在邻居家"}, headers=world.dispatcher)
+    assert first.status_code == 200, first.text
+    assert (first.json()["billing"], first.json()["open_flags"]) == ("held", ["too_short"])
+    assert await money.captures(order["id"]) == []
+    assert await money.figures() == (0, 0, 0, 0)
+    last = await world.client.post(f"/v1/visits/{visit_id}/flags/too_short/resolve",
+                                   json={"decision": second, "reason": "已核实服务时长"}, headers=world.dispatcher)
+    assert last.status_code == 200 and last.json()["open_flags"] == [], last.text
+    if second == "approved":
+        assert last.json()["billing"] == "captured"
+        assert await money.captures(order["id"]) == [(2250, 2025, 225)]
+        assert await money.figures() == (0, 2025, 0, 2025)
+    else:
+        assert last.json()["billing"] == "excluded"
+        assert await money.captures(order["id"]) == []
+        assert (await money.exclusions(order["id"]))[-1] == "rejected: too_short: 已核实服务时长"
+        assert await money.figures() == (0, 0, 0, 0)
