@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, String, Text, Uuid, func, select
+from sqlalchemy import ARRAY, BigInteger, CheckConstraint, ForeignKey, String, Text, Uuid, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,6 +63,8 @@ class User(Base):
     totp_secret_enc: Mapped[str | None] = mapped_column(Text)
     totp_enabled_at: Mapped[datetime | None]
     recovery_codes: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list, server_default="{}")
+    # the RFC 6238 time step of the last TOTP code accepted: a code is accepted only for a later step (no replay)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("role IN ('admin','dispatcher','org_admin','caregiver','elder','auditor','finance')",
@@ -374,14 +376,26 @@ async def _check_second_factor(session: AsyncSession, now: datetime, user: User,
         return "mfa_required"
     if cipher is None or user.totp_secret_enc is None:
         raise RuntimeError("authenticate needs the cipher for an account with a second factor")
-    if mfa.totp_matches(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), otp, now):
+    step = mfa.totp_step(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), otp, now)
+    if step is not None and _accept_totp_step(user, step):
         return None
-    remaining = await asyncio.to_thread(mfa.consume_recovery_code, user.recovery_codes, otp)
-    if remaining is not None:
-        user.recovery_codes = remaining
-        return None
-    reason = await _count_failure(session, now, user, failure, source)  # guessing codes counts as failing
-    return reason.replace("wrong_password", "wrong_otp")
+    if step is None:
+        remaining = await asyncio.to_thread(mfa.consume_recovery_code, user.recovery_codes, otp)
+        if remaining is not None:
+            user.recovery_codes = remaining
+            return None
+    # guessing codes counts as failing, and so does replaying one already used
+    reason = await _count_failure(session, now, user, failure, source)
+    return reason.replace("wrong_password", "wrong_otp" if step is None else "reused_otp")
+
+
+def _accept_totp_step(user: User, step: int) -> bool:
+    """RFC 6238 §5.2: a code is accepted at most once. Only a step later than the last accepted one passes, and it
+    becomes the last (the caller holds the user row FOR UPDATE, so two concurrent uses cannot both pass)."""
+    if user.totp_last_step is not None and step <= user.totp_last_step:
+        return False
+    user.totp_last_step = step
+    return True
 
 
 async def begin_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal
@@ -407,7 +421,8 @@ async def confirm_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher,
         raise Conflict("a second factor is already enrolled", code="mfa_already_enrolled")
     if user.totp_secret_enc is None:
         raise Conflict("start the enrolment with POST /v1/auth/totp", code="mfa_not_started")
-    if not mfa.totp_matches(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), code, clock.now()):
+    step = mfa.totp_step(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), code, clock.now())
+    if step is None or not _accept_totp_step(user, step):
         raise Unprocessable("the code does not match: check the authenticator's clock", code="invalid_otp")
     codes, hashes = await asyncio.to_thread(mfa.new_recovery_codes)
     user.totp_enabled_at = clock.now()

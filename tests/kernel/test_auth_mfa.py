@@ -10,6 +10,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
+from kernel.audit import AuditEntry
 from kernel.auth import User
 from kernel.clock import ManualClock
 from kernel.runtime import Runtime
@@ -93,6 +94,8 @@ async def test_other_staff_may_enrol_and_roles_outside_the_setting_need_not(clie
     code = pyotp.TOTP(secret).at(runtime.clock.now())
     assert (await client.post("/v1/auth/totp/confirm", headers=headers, json={"code": code})).status_code == 200
     assert (await _login(client, username)).json()["error"]["code"] == "mfa_required"
+    assert isinstance(runtime.clock, ManualClock)
+    runtime.clock.advance(30)  # the confirmation used this step's code
     assert (await _login(client, username, pyotp.TOTP(secret).at(runtime.clock.now()))).status_code == 200
     # every staff role, by setting
     runtime.settings.auth.mfa_roles = ["admin", "dispatcher", "finance"]
@@ -102,3 +105,52 @@ async def test_other_staff_may_enrol_and_roles_outside_the_setting_need_not(clie
     family = await login_headers(runtime, "elder", elder_ids=[uuid.uuid4()])
     name = (await client.get("/v1/auth/me", headers=family)).json()["username"]
     assert (await _login(client, name)).json()["mfa_enrolment_required"] is False
+
+
+async def _enrolled_admin(client: httpx.AsyncClient, runtime: Runtime) -> tuple[str, pyotp.TOTP]:
+    headers = await login_headers(runtime, "admin")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    secret = (await client.post("/v1/auth/totp", headers=headers, json={"password": TEST_PASSWORD})).json()["secret"]
+    totp = pyotp.TOTP(secret)
+    confirmed = await client.post("/v1/auth/totp/confirm", headers=headers, json={"code": totp.at(runtime.clock.now())})
+    assert confirmed.status_code == 200, confirmed.text
+    return username, totp
+
+
+async def test_a_totp_code_is_accepted_once(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """RFC 6238 §5.2: the code of a time step logs in once; a later step's code logs in again; a code of the step
+    before (drift) is refused once a later step was used."""
+    assert isinstance(runtime.clock, ManualClock)
+    username, totp = await _enrolled_admin(client, runtime)
+    # the confirmation's code was used: it does not log in
+    replayed = await _login(client, username, totp.at(runtime.clock.now()))
+    assert replayed.status_code == 401 and replayed.json()["error"]["code"] == "invalid_credentials"
+    runtime.clock.advance(30)
+    code = totp.at(runtime.clock.now())
+    assert (await _login(client, username, code)).status_code == 200
+    again = await _login(client, username, code)
+    assert again.status_code == 401 and again.json()["error"]["code"] == "invalid_credentials"
+    runtime.clock.advance(30)
+    earlier = totp.at(runtime.clock.now(), counter_offset=-1)  # still inside the drift window, but already used
+    assert earlier == code
+    assert (await _login(client, username, earlier)).status_code == 401
+    assert (await _login(client, username, totp.at(runtime.clock.now()))).status_code == 200
+    async with runtime.database.unit_of_work() as s:
+        reasons = [e.summary["reason"] for e in (await s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "auth.login", AuditEntry.outcome == "denied")
+            .order_by(AuditEntry.id))).all()]
+    assert reasons.count("reused_otp") == 3
+
+
+async def test_a_confirmation_code_is_accepted_once(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """The enrolment records the step of the code that confirmed it (which then cannot log in)."""
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    secret = (await client.post("/v1/auth/totp", headers=headers, json={"password": TEST_PASSWORD})).json()["secret"]
+    async with runtime.database.unit_of_work() as s:
+        user = await s.scalar(select(User).where(User.totp_secret_enc.is_not(None)))
+        assert user is not None and user.totp_last_step is None
+    code = pyotp.TOTP(secret).at(runtime.clock.now())
+    assert (await client.post("/v1/auth/totp/confirm", headers=headers, json={"code": code})).status_code == 200
+    async with runtime.database.unit_of_work() as s:
+        step = await s.scalar(select(User.totp_last_step).where(User.id == user.id))
+    assert step == pyotp.TOTP(secret).timecode(runtime.clock.now())
