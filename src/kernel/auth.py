@@ -6,6 +6,7 @@ Scope claims (organisation, region, elders, caregiver) ride in the token, so aut
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import uuid
 from dataclasses import dataclass
@@ -277,6 +278,25 @@ class LoginFailed(Unauthenticated):
     code = "invalid_credentials"
 
 
+IPV6_SOURCE_PREFIX = 64
+
+
+def source_key(address: str) -> str:
+    """The source a login limit or lock-out counts against: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber or host usually holds a whole /64, so counting its addresses one by one would not limit anyone);
+    an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) counts as its IPv4 address. Anything else is used as it is."""
+    try:
+        address_ = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address[:64]
+    if isinstance(address_, ipaddress.IPv6Address):
+        if address_.ipv4_mapped is not None:
+            return str(address_.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(address_), IPV6_SOURCE_PREFIX), strict=False)
+        return str(network)
+    return str(address_)
+
+
 async def _verify_in_thread(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(_verify, password_hash, password)
 
@@ -398,11 +418,26 @@ def _accept_totp_step(user: User, step: int) -> bool:
     return True
 
 
-async def begin_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal
-                     ) -> tuple[str, str]:
+class PasswordRequired(Unprocessable):
+    code = "password_required"
+
+
+class WrongPassword(Unprocessable):
+    code = "wrong_password"
+
+
+async def begin_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal, *,
+                     password: str | None, source: str = "unknown") -> tuple[str, str] | None:
     """Start enrolling a TOTP second factor: a new secret (sealed at rest), shown once with its otpauth URI; it
-    takes effect when a code from it is confirmed (`confirm_totp`)."""
+    takes effect when a code from it is confirmed (`confirm_totp`).
+
+    The caller proves the password (`check_own_password`, counted like a login), so a stolen token cannot bind
+    someone else's authenticator; None when it is wrong (the caller commits the count, then refuses).
+    `password=None` only for a caller that proved it just before (the enrolment-limited token of a fresh login)."""
     user = await _load_user(session, principal.user_id)
+    if password is not None and not await check_own_password(session, clock, user, password, source=source,
+                                                              action="auth.mfa_begin"):
+        return None
     if user.totp_enabled_at is not None:
         raise Conflict("a second factor is already enrolled", code="mfa_already_enrolled")
     secret = mfa.new_secret()
@@ -430,6 +465,23 @@ async def confirm_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher,
     await session.flush()
     await record_audit(session, clock, principal, "auth.mfa_enrol", "user", user.id, {})
     return user, codes
+
+
+async def reset_second_factor(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> User:
+    """An admin removes a user's second factor (lost phone, or one bound by someone else): the secret, recovery
+    codes and last step are cleared and every session of the user ends; the user enrols again at the next login
+    (at once when the role requires one)."""
+    user = await _load_user(session, user_id)
+    was_enrolled = user.totp_enabled_at is not None
+    user.totp_secret_enc = None
+    user.totp_enabled_at = None
+    user.totp_last_step = None
+    user.recovery_codes = []
+    revoke_tokens(session, user)
+    await session.flush()
+    await record_audit(session, clock, actor, "user.mfa_reset", "user", user.id,
+                       {"username": user.username, "was_enrolled": was_enrolled})
+    return user
 
 
 async def unlock_user(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> User:
@@ -506,13 +558,38 @@ class PasswordChangeRefused(Unprocessable):
     code = "password_change_refused"
 
 
+async def check_own_password(session: AsyncSession, clock: Clock, user: User, password: str, *, source: str,
+                             action: str) -> bool:
+    """A signed-in user proves the password again (changing it, enrolling a second factor). Counted like a login:
+    a wrong password is a failed login of the account from `source` (the lock-out of `authenticate`), and while the
+    account or that source is locked out even the right password is refused. One argon2 verification on every
+    branch. Does not raise: the caller commits the count and the audit row, then refuses."""
+    now = clock.now()
+    source = source[:64]
+    failure = await session.get(LoginFailure, (user.id, source), with_for_update=True)
+    correct = await _verify_in_thread(user.password_hash, password)
+    reason: str | None = None
+    if user.locked_until is not None and user.locked_until > now:
+        reason = "locked"
+    elif failure is not None and failure.locked_until is not None and failure.locked_until > now:
+        reason = "locked_for_source"
+    elif not correct:
+        reason = await _count_failure(session, now, user, failure, source)
+    if reason is None:
+        return True
+    await record_audit(session, clock, user.principal(), action, "user", user.id,
+                       {"reason": reason, "source": source}, outcome="denied")
+    return False
+
+
 async def change_password(session: AsyncSession, clock: Clock, principal: Principal, current: str,
-                          new: str) -> User:
-    """The caller's own password: the current one must be right, the new one follow the rules and be none of the
-    previous five. Every session of the user ends (a new token is issued by the caller)."""
+                          new: str, *, source: str = "unknown") -> User | None:
+    """The caller's own password: the current one must be right (`check_own_password`: a wrong one counts as a
+    failed login from `source`; None then, for the caller to commit and refuse), the new one follow the rules and
+    be none of the previous five. Every session of the user ends (a new token is issued by the caller)."""
     user = await _load_user(session, principal.user_id)
-    if not await _verify_in_thread(user.password_hash, current):
-        raise PasswordChangeRefused("the current password is wrong", code="wrong_current_password")
+    if not await check_own_password(session, clock, user, current, source=source, action="auth.password_change"):
+        return None
     check_password_rules(new, user.username)
     for old in [user.password_hash, *user.password_history[:PASSWORD_HISTORY]]:
         if await _verify_in_thread(old, new):

@@ -79,7 +79,7 @@ async def test_an_admin_must_enrol_a_second_factor_and_then_use_it(client: httpx
     # a recovery code works once
     assert (await _login(client, username, recovery[0])).status_code == 200
     assert (await _login(client, username, recovery[0])).status_code == 401
-    again = await client.post("/v1/auth/totp", headers=full)
+    again = await client.post("/v1/auth/totp", headers=full, json={"password": TEST_PASSWORD})
     assert again.status_code == 409 and again.json()["error"]["code"] == "mfa_already_enrolled"
 
 
@@ -90,7 +90,7 @@ async def test_other_staff_may_enrol_and_roles_outside_the_setting_need_not(clie
     username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
     plain = await _login(client, username)
     assert plain.status_code == 200 and plain.json()["mfa_enrolment_required"] is False
-    secret = (await client.post("/v1/auth/totp", headers=headers)).json()["secret"]
+    secret = (await client.post("/v1/auth/totp", headers=headers, json={"password": TEST_PASSWORD})).json()["secret"]
     code = pyotp.TOTP(secret).at(runtime.clock.now())
     assert (await client.post("/v1/auth/totp/confirm", headers=headers, json={"code": code})).status_code == 200
     assert (await _login(client, username)).json()["error"]["code"] == "mfa_required"
@@ -154,3 +154,64 @@ async def test_a_confirmation_code_is_accepted_once(client: httpx.AsyncClient, r
     async with runtime.database.unit_of_work() as s:
         step = await s.scalar(select(User.totp_last_step).where(User.id == user.id))
     assert step == pyotp.TOTP(secret).timecode(runtime.clock.now())
+
+
+async def test_enrolling_needs_the_password_counted_like_a_login(client: httpx.AsyncClient,
+                                                                 runtime: Runtime) -> None:
+    """A stolen token alone cannot bind an authenticator: `password` is required and guessing it locks out."""
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    missing = await client.post("/v1/auth/totp", headers=headers)
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "password_required"
+    for i in range(5):
+        wrong = await client.post("/v1/auth/totp", headers=headers, json={"password": f"Wrong-{i}-pass"})
+        assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "wrong_password"
+    locked = await client.post("/v1/auth/totp", headers=headers, json={"password": TEST_PASSWORD})
+    assert locked.status_code == 422 and locked.json()["error"]["code"] == "wrong_password"
+    assert (await _login(client, username)).status_code == 401  # this address is locked out of the account
+    async with runtime.database.unit_of_work() as s:
+        user = await s.scalar(select(User).where(User.username == username))
+        assert user is not None and user.totp_secret_enc is None
+
+
+async def test_the_enrolment_token_of_a_fresh_login_enrols_without_the_password(
+        client: httpx.AsyncClient, runtime: Runtime, default_mfa_roles: list[str]) -> None:
+    """The enrolment-limited token proves the password only for 10 minutes after its login."""
+    assert isinstance(runtime.clock, ManualClock)
+    username = (await client.get("/v1/auth/me", headers=await login_headers(runtime, "admin"))).json()["username"]
+    limited = _bearer((await _login(client, username)).json()["access_token"])
+    runtime.clock.advance(11 * 60)
+    stale = await client.post("/v1/auth/totp", headers=limited)
+    assert stale.status_code == 422 and stale.json()["error"]["code"] == "password_required"
+    assert (await client.post("/v1/auth/totp", headers=limited, json={"password": TEST_PASSWORD})).status_code == 200
+    fresh = _bearer((await _login(client, username)).json()["access_token"])
+    assert (await client.post("/v1/auth/totp", headers=fresh)).status_code == 200
+
+
+async def test_an_admin_resets_a_second_factor_and_the_users_sessions_end(
+        client: httpx.AsyncClient, runtime: Runtime, admin_headers: dict[str, str]) -> None:
+    assert isinstance(runtime.clock, ManualClock)
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    me = (await client.get("/v1/auth/me", headers=headers)).json()
+    secret = (await client.post("/v1/auth/totp", headers=headers, json={"password": TEST_PASSWORD})).json()["secret"]
+    code = pyotp.TOTP(secret).at(runtime.clock.now())
+    assert (await client.post("/v1/auth/totp/confirm", headers=headers, json={"code": code})).status_code == 200
+    assert (await _login(client, me["username"])).json()["error"]["code"] == "mfa_required"
+    refused = await client.delete(f"/v1/users/{me['id']}/totp", headers=headers)
+    assert refused.status_code == 403
+    reset = await client.delete(f"/v1/users/{me['id']}/totp", headers=admin_headers)
+    assert reset.status_code == 204, reset.text
+    assert (await client.get("/v1/auth/me", headers=headers)).json()["error"]["code"] == "token_revoked"
+    fresh = await _login(client, me["username"])
+    assert fresh.status_code == 200, fresh.text
+    async with runtime.database.unit_of_work() as s:
+        user = await s.scalar(select(User).where(User.id == uuid.UUID(me["id"])))
+        audit = await s.scalar(select(AuditEntry).where(AuditEntry.action == "user.mfa_reset"))
+    assert user is not None and user.totp_secret_enc is None and user.totp_enabled_at is None
+    assert user.recovery_codes == [] and user.totp_last_step is None
+    assert audit is not None and audit.entity_id == me["id"] and audit.summary["was_enrolled"] is True
+    # the user enrols again
+    again = _bearer(fresh.json()["access_token"])
+    assert (await client.post("/v1/auth/totp", headers=again, json={"password": TEST_PASSWORD})).status_code == 200
+    missing = await client.delete(f"/v1/users/{uuid.uuid4()}/totp", headers=admin_headers)
+    assert missing.status_code == 404
