@@ -301,6 +301,9 @@ async def _verify_in_thread(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(_verify, password_hash, password)
 
 
+# first key of the (space, hashtext(username)) advisory lock every login of a username takes: "vnh" + 2
+LOGIN_LOCK_SPACE = 0x766E6802
+
 # `session.info` key: why a login with the right password was still refused, when the caller must say so
 LOGIN_REFUSAL = "vnh.login_refusal"
 
@@ -313,8 +316,9 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
     5 failures from one address lock the account for that address for 30 minutes; the account itself is locked
     (and its sessions end) only after `ACCOUNT_LOCK_FAILURES` failures from at least `ACCOUNT_LOCK_SOURCES`
     addresses within 30 minutes, so nobody locks an administrator out from one address. An admin unlocks early
-    (`unlock_user`). Every branch spends one argon2 verification (unknown, locked, inactive, wrong, right), so
-    answer times do not tell which it was.
+    (`unlock_user`). Every branch spends one argon2 verification (unknown, locked, inactive, wrong, right), and
+    every branch first takes the username's advisory lock (concurrent logins of one name, known or not, queue the
+    same way), so answer times do not tell which it was.
 
     Answers None for unknown users, wrong passwords, locked and inactive accounts alike (no enumeration); the
     audit log says which it was. It does not raise, because the failure count and the audit row must be committed:
@@ -323,6 +327,10 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
     """
     now = clock.now()
     source = source[:64]
+    # Concurrent logins of one username queue here whether or not the account exists (a keyed advisory lock, not
+    # the user row's lock alone): otherwise logins of a real account would wait on each other's argon2 and those of
+    # an unknown name would not, which tells them apart.
+    await session.execute(select(func.pg_advisory_xact_lock(LOGIN_LOCK_SPACE, func.hashtext(username))))
     user = await session.scalar(select(User).where(User.username == username).with_for_update())
     if user is None:
         await _verify_in_thread(_DUMMY_HASH, password)

@@ -3,11 +3,12 @@ account-wide only after failures from several addresses, and an admin's unlock (
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 import kernel.auth
 from kernel.audit import AuditEntry, SystemActor
@@ -182,3 +183,27 @@ async def test_the_lock_out_and_the_limit_count_an_ipv6_64_as_one_source(client:
     answers = [(await client.post("/v1/auth/token", json={"username": f"nobody-{i}", "password": WRONG},
                                   headers=_from(f"2001:db8:9:9::{i + 1:x}"))).status_code for i in range(21)]
     assert answers == [401] * 20 + [429]
+
+
+async def test_logins_of_an_unknown_username_queue_like_those_of_a_real_one(committed_runtime: Runtime) -> None:
+    """Logins of an existing account wait on each other (the row is locked across argon2); those of an unknown name
+    must too, or their answer times tell the names apart. A second connection holds the username's lock: the
+    unknown-user login waits on it (seen in pg_locks, not timed) and finishes once it is released."""
+    rt = committed_runtime
+    waiting_sql = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                       "AND classid::bigint = :space AND objid::bigint = (hashtext(:name)::bigint & 4294967295)")
+
+    async def waiters(name: str) -> int:
+        async with rt.database.unit_of_work() as s:
+            return int(await s.scalar(waiting_sql, {"space": kernel.auth.LOGIN_LOCK_SPACE, "name": name}) or 0)
+
+    async with rt.database.unit_of_work() as holder:
+        await holder.execute(select(func.pg_advisory_xact_lock(kernel.auth.LOGIN_LOCK_SPACE,
+                                                                func.hashtext("nobody-at-all"))))
+        login = asyncio.create_task(_attempt(rt, "nobody-at-all", WRONG))
+        deadline = asyncio.get_running_loop().time() + 20
+        while not login.done() and await waiters("nobody-at-all") == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the login never waited on the username's lock"
+            await asyncio.sleep(0.05)
+        assert not login.done(), "the unknown-user login finished while its username's lock was held"
+    assert await asyncio.wait_for(login, 30) is False  # released: it finishes
