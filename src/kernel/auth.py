@@ -6,6 +6,7 @@ Scope claims (organisation, region, elders, caregiver) ride in the token, so aut
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import uuid
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ARRAY, CheckConstraint, ForeignKey, String, Text, Uuid, func, select
+from sqlalchemy import ARRAY, BigInteger, CheckConstraint, ForeignKey, String, Text, Uuid, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -63,6 +64,8 @@ class User(Base):
     totp_secret_enc: Mapped[str | None] = mapped_column(Text)
     totp_enabled_at: Mapped[datetime | None]
     recovery_codes: Mapped[list[str]] = mapped_column(ARRAY(String(200)), default=list, server_default="{}")
+    # the RFC 6238 time step of the last TOTP code accepted: a code is accepted only for a later step (no replay)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("role IN ('admin','dispatcher','org_admin','caregiver','elder','auditor','finance')",
@@ -275,9 +278,31 @@ class LoginFailed(Unauthenticated):
     code = "invalid_credentials"
 
 
+IPV6_SOURCE_PREFIX = 64
+
+
+def source_key(address: str) -> str:
+    """The source a login limit or lock-out counts against: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber or host usually holds a whole /64, so counting its addresses one by one would not limit anyone);
+    an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) counts as its IPv4 address. Anything else is used as it is."""
+    try:
+        address_ = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address[:64]
+    if isinstance(address_, ipaddress.IPv6Address):
+        if address_.ipv4_mapped is not None:
+            return str(address_.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(address_), IPV6_SOURCE_PREFIX), strict=False)
+        return str(network)
+    return str(address_)
+
+
 async def _verify_in_thread(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(_verify, password_hash, password)
 
+
+# first key of the (space, hashtext(username)) advisory lock every login of a username takes: "vnh" + 2
+LOGIN_LOCK_SPACE = 0x766E6802
 
 # `session.info` key: why a login with the right password was still refused, when the caller must say so
 LOGIN_REFUSAL = "vnh.login_refusal"
@@ -291,8 +316,9 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
     5 failures from one address lock the account for that address for 30 minutes; the account itself is locked
     (and its sessions end) only after `ACCOUNT_LOCK_FAILURES` failures from at least `ACCOUNT_LOCK_SOURCES`
     addresses within 30 minutes, so nobody locks an administrator out from one address. An admin unlocks early
-    (`unlock_user`). Every branch spends one argon2 verification (unknown, locked, inactive, wrong, right), so
-    answer times do not tell which it was.
+    (`unlock_user`). Every branch spends one argon2 verification (unknown, locked, inactive, wrong, right), and
+    every branch first takes the username's advisory lock (concurrent logins of one name, known or not, queue the
+    same way), so answer times do not tell which it was.
 
     Answers None for unknown users, wrong passwords, locked and inactive accounts alike (no enumeration); the
     audit log says which it was. It does not raise, because the failure count and the audit row must be committed:
@@ -301,6 +327,10 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
     """
     now = clock.now()
     source = source[:64]
+    # Concurrent logins of one username queue here whether or not the account exists (a keyed advisory lock, not
+    # the user row's lock alone): otherwise logins of a real account would wait on each other's argon2 and those of
+    # an unknown name would not, which tells them apart.
+    await session.execute(select(func.pg_advisory_xact_lock(LOGIN_LOCK_SPACE, func.hashtext(username))))
     user = await session.scalar(select(User).where(User.username == username).with_for_update())
     if user is None:
         await _verify_in_thread(_DUMMY_HASH, password)
@@ -374,21 +404,48 @@ async def _check_second_factor(session: AsyncSession, now: datetime, user: User,
         return "mfa_required"
     if cipher is None or user.totp_secret_enc is None:
         raise RuntimeError("authenticate needs the cipher for an account with a second factor")
-    if mfa.totp_matches(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), otp, now):
+    step = mfa.totp_step(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), otp, now)
+    if step is not None and _accept_totp_step(user, step):
         return None
-    remaining = await asyncio.to_thread(mfa.consume_recovery_code, user.recovery_codes, otp)
-    if remaining is not None:
-        user.recovery_codes = remaining
-        return None
-    reason = await _count_failure(session, now, user, failure, source)  # guessing codes counts as failing
-    return reason.replace("wrong_password", "wrong_otp")
+    if step is None:
+        remaining = await asyncio.to_thread(mfa.consume_recovery_code, user.recovery_codes, otp)
+        if remaining is not None:
+            user.recovery_codes = remaining
+            return None
+    # guessing codes counts as failing, and so does replaying one already used
+    reason = await _count_failure(session, now, user, failure, source)
+    return reason.replace("wrong_password", "wrong_otp" if step is None else "reused_otp")
 
 
-async def begin_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal
-                     ) -> tuple[str, str]:
+def _accept_totp_step(user: User, step: int) -> bool:
+    """RFC 6238 §5.2: a code is accepted at most once. Only a step later than the last accepted one passes, and it
+    becomes the last (the caller holds the user row FOR UPDATE, so two concurrent uses cannot both pass)."""
+    if user.totp_last_step is not None and step <= user.totp_last_step:
+        return False
+    user.totp_last_step = step
+    return True
+
+
+class PasswordRequired(Unprocessable):
+    code = "password_required"
+
+
+class WrongPassword(Unprocessable):
+    code = "wrong_password"
+
+
+async def begin_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher, principal: Principal, *,
+                     password: str | None, source: str = "unknown") -> tuple[str, str] | None:
     """Start enrolling a TOTP second factor: a new secret (sealed at rest), shown once with its otpauth URI; it
-    takes effect when a code from it is confirmed (`confirm_totp`)."""
+    takes effect when a code from it is confirmed (`confirm_totp`).
+
+    The caller proves the password (`check_own_password`, counted like a login), so a stolen token cannot bind
+    someone else's authenticator; None when it is wrong (the caller commits the count, then refuses).
+    `password=None` only for a caller that proved it just before (the enrolment-limited token of a fresh login)."""
     user = await _load_user(session, principal.user_id)
+    if password is not None and not await check_own_password(session, clock, user, password, source=source,
+                                                              action="auth.mfa_begin"):
+        return None
     if user.totp_enabled_at is not None:
         raise Conflict("a second factor is already enrolled", code="mfa_already_enrolled")
     secret = mfa.new_secret()
@@ -407,7 +464,8 @@ async def confirm_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher,
         raise Conflict("a second factor is already enrolled", code="mfa_already_enrolled")
     if user.totp_secret_enc is None:
         raise Conflict("start the enrolment with POST /v1/auth/totp", code="mfa_not_started")
-    if not mfa.totp_matches(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), code, clock.now()):
+    step = mfa.totp_step(cipher.decrypt(user.totp_secret_enc, context=mfa.TOTP_CONTEXT), code, clock.now())
+    if step is None or not _accept_totp_step(user, step):
         raise Unprocessable("the code does not match: check the authenticator's clock", code="invalid_otp")
     codes, hashes = await asyncio.to_thread(mfa.new_recovery_codes)
     user.totp_enabled_at = clock.now()
@@ -415,6 +473,23 @@ async def confirm_totp(session: AsyncSession, clock: Clock, cipher: FieldCipher,
     await session.flush()
     await record_audit(session, clock, principal, "auth.mfa_enrol", "user", user.id, {})
     return user, codes
+
+
+async def reset_second_factor(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> User:
+    """An admin removes a user's second factor (lost phone, or one bound by someone else): the secret, recovery
+    codes and last step are cleared and every session of the user ends; the user enrols again at the next login
+    (at once when the role requires one)."""
+    user = await _load_user(session, user_id)
+    was_enrolled = user.totp_enabled_at is not None
+    user.totp_secret_enc = None
+    user.totp_enabled_at = None
+    user.totp_last_step = None
+    user.recovery_codes = []
+    revoke_tokens(session, user)
+    await session.flush()
+    await record_audit(session, clock, actor, "user.mfa_reset", "user", user.id,
+                       {"username": user.username, "was_enrolled": was_enrolled})
+    return user
 
 
 async def unlock_user(session: AsyncSession, clock: Clock, actor: Actor, user_id: str) -> User:
@@ -491,13 +566,38 @@ class PasswordChangeRefused(Unprocessable):
     code = "password_change_refused"
 
 
+async def check_own_password(session: AsyncSession, clock: Clock, user: User, password: str, *, source: str,
+                             action: str) -> bool:
+    """A signed-in user proves the password again (changing it, enrolling a second factor). Counted like a login:
+    a wrong password is a failed login of the account from `source` (the lock-out of `authenticate`), and while the
+    account or that source is locked out even the right password is refused. One argon2 verification on every
+    branch. Does not raise: the caller commits the count and the audit row, then refuses."""
+    now = clock.now()
+    source = source[:64]
+    failure = await session.get(LoginFailure, (user.id, source), with_for_update=True)
+    correct = await _verify_in_thread(user.password_hash, password)
+    reason: str | None = None
+    if user.locked_until is not None and user.locked_until > now:
+        reason = "locked"
+    elif failure is not None and failure.locked_until is not None and failure.locked_until > now:
+        reason = "locked_for_source"
+    elif not correct:
+        reason = await _count_failure(session, now, user, failure, source)
+    if reason is None:
+        return True
+    await record_audit(session, clock, user.principal(), action, "user", user.id,
+                       {"reason": reason, "source": source}, outcome="denied")
+    return False
+
+
 async def change_password(session: AsyncSession, clock: Clock, principal: Principal, current: str,
-                          new: str) -> User:
-    """The caller's own password: the current one must be right, the new one follow the rules and be none of the
-    previous five. Every session of the user ends (a new token is issued by the caller)."""
+                          new: str, *, source: str = "unknown") -> User | None:
+    """The caller's own password: the current one must be right (`check_own_password`: a wrong one counts as a
+    failed login from `source`; None then, for the caller to commit and refuse), the new one follow the rules and
+    be none of the previous five. Every session of the user ends (a new token is issued by the caller)."""
     user = await _load_user(session, principal.user_id)
-    if not await _verify_in_thread(user.password_hash, current):
-        raise PasswordChangeRefused("the current password is wrong", code="wrong_current_password")
+    if not await check_own_password(session, clock, user, current, source=source, action="auth.password_change"):
+        return None
     check_password_rules(new, user.username)
     for old in [user.password_hash, *user.password_history[:PASSWORD_HISTORY]]:
         if await _verify_in_thread(old, new):

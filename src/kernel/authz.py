@@ -37,7 +37,7 @@ MATRIX: dict[str, dict[Role, Scope]] = {
     # accounts
     "users.create": {"admin": "all"},
     "users.read": {"admin": "all"},
-    "users.update": {"admin": "all"},  # deactivate, reactivate, unlock
+    "users.update": {"admin": "all"},  # deactivate, reactivate, unlock, reset the second factor
     "users.delete": {"admin": "all"},
     "auth.me": dict(_EVERYONE),
     "auth.logout": dict(_EVERYONE),

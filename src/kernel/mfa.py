@@ -9,6 +9,7 @@ from datetime import datetime
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pyotp.exceptions import OTPVerificationError
 
 ISSUER = "vnh"
 TOTP_CONTEXT = "users.totp_secret"
@@ -25,10 +26,17 @@ def provisioning_uri(secret: str, username: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=ISSUER)
 
 
-def totp_matches(secret: str, code: str, at: datetime) -> bool:
-    """The code of the 30-second step at `at`, or of the step before or after (clock drift, RFC 6238 §5.2)."""
+def totp_step(secret: str, code: str, at: datetime) -> int | None:
+    """The 30-second time step (RFC 6238 counter) whose code `code` is: the step at `at`, or the one before or after
+    (clock drift, RFC 6238 §5.2); None when it is none of them. The caller accepts a step only once (`kernel.auth`
+    stores the last one accepted per user), so a code cannot be replayed."""
     code = code.strip().replace(" ", "")
-    return len(code) == 6 and code.isdigit() and pyotp.TOTP(secret).verify(code, for_time=at, valid_window=1)
+    if len(code) != 6 or not code.isascii() or not code.isdigit():
+        return None
+    try:
+        return pyotp.TOTP(secret).verify_and_get_timecode(code, for_time=at, valid_window=1)
+    except OTPVerificationError:
+        return None
 
 
 def new_recovery_codes() -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict
 
 from dispatch.registry import get_organization
-from kernel.auth import create_user, delete_user, set_user_active, unlock_user
+from kernel.auth import create_user, delete_user, reset_second_factor, set_user_active, unlock_user
 from kernel.auth_endpoints import UserCreate, UserOut
 from kernel.authz import Access
 from kernel.errors import NotFound, Unprocessable
@@ -72,3 +72,12 @@ async def unlock_account(user_id: str, session: SessionDep, clock: ClockDep,
     """Lifts the account's lock-out, account-wide and for every address (audited as `user.unlock`)."""
     user = await unlock_user(session, clock, access, user_id)
     return UserState(id=str(user.id), username=user.username, role=user.role, active=user.active)
+
+
+@router.delete("/v1/users/{user_id}/totp", status_code=204)
+async def reset_account_second_factor(user_id: str, session: SessionDep, clock: ClockDep,
+                                      access: Annotated[Access, Depends(authorize("users.update"))]) -> Response:
+    """Removes the user's second factor (lost phone, or one bound by someone else) and ends every session of the
+    user; the user enrols again (audited as `user.mfa_reset`)."""
+    await reset_second_factor(session, clock, access, user_id)
+    return Response(status_code=204)

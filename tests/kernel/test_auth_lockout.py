@@ -3,15 +3,16 @@ account-wide only after failures from several addresses, and an admin's unlock (
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
 import kernel.auth
 from kernel.audit import AuditEntry, SystemActor
-from kernel.auth import authenticate, create_user
+from kernel.auth import authenticate, create_user, source_key
 from kernel.clock import ManualClock
 from kernel.runtime import Runtime
 from tests.conftest import TEST_PASSWORD, login_headers
@@ -143,3 +144,66 @@ async def test_failures_older_than_the_window_are_forgotten(runtime: Runtime) ->
     runtime.clock.advance(31 * 60)
     assert not await _attempt(runtime, "slow-typist", WRONG)
     assert await _attempt(runtime, "slow-typist", TEST_PASSWORD)
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("198.51.100.7", "198.51.100.7"),
+    ("::ffff:198.51.100.7", "198.51.100.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("unknown", "unknown"),
+])
+def test_an_ipv6_source_is_its_64_and_a_mapped_ipv4_its_ipv4(address: str, key: str) -> None:
+    assert source_key(address) == key
+
+
+async def test_the_lock_out_and_the_limit_count_an_ipv6_64_as_one_source(client: httpx.AsyncClient,
+                                                                         runtime: Runtime,
+                                                                         behind_a_proxy: None) -> None:
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    for i in range(5):  # a new address of the same /64 for every guess
+        await client.post("/v1/auth/token", json={"username": username, "password": WRONG},
+                          headers=_from(f"2001:db8:1:2::{i + 1:x}"))
+    same_64 = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD},
+                                headers=_from("2001:db8:1:2:ffff::9"))
+    assert same_64.status_code == 401
+    other_64 = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD},
+                                 headers=_from("2001:db8:1:3::1"))
+    assert other_64.status_code == 200, other_64.text
+    # an IPv4-mapped IPv6 address is its IPv4 address
+    for _ in range(5):
+        await client.post("/v1/auth/token", json={"username": username, "password": WRONG},
+                          headers=_from("::ffff:198.51.100.7"))
+    mapped = await client.post("/v1/auth/token", json={"username": username, "password": TEST_PASSWORD},
+                               headers=_from("198.51.100.7"))
+    assert mapped.status_code == 401
+    # the per-minute limit: 20 attempts from one /64, whichever of its addresses
+    answers = [(await client.post("/v1/auth/token", json={"username": f"nobody-{i}", "password": WRONG},
+                                  headers=_from(f"2001:db8:9:9::{i + 1:x}"))).status_code for i in range(21)]
+    assert answers == [401] * 20 + [429]
+
+
+async def test_logins_of_an_unknown_username_queue_like_those_of_a_real_one(committed_runtime: Runtime) -> None:
+    """Logins of an existing account wait on each other (the row is locked across argon2); those of an unknown name
+    must too, or their answer times tell the names apart. A second connection holds the username's lock: the
+    unknown-user login waits on it (seen in pg_locks, not timed) and finishes once it is released."""
+    rt = committed_runtime
+    waiting_sql = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                       "AND classid::bigint = :space AND objid::bigint = (hashtext(:name)::bigint & 4294967295)")
+
+    async def waiters(name: str) -> int:
+        async with rt.database.unit_of_work() as s:
+            return int(await s.scalar(waiting_sql, {"space": kernel.auth.LOGIN_LOCK_SPACE, "name": name}) or 0)
+
+    async with rt.database.unit_of_work() as holder:
+        await holder.execute(select(func.pg_advisory_xact_lock(kernel.auth.LOGIN_LOCK_SPACE,
+                                                                func.hashtext("nobody-at-all"))))
+        login = asyncio.create_task(_attempt(rt, "nobody-at-all", WRONG))
+        deadline = asyncio.get_running_loop().time() + 20
+        while not login.done() and await waiters("nobody-at-all") == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the login never waited on the username's lock"
+            await asyncio.sleep(0.05)
+        assert not login.done(), "the unknown-user login finished while its username's lock was held"
+    assert await asyncio.wait_for(login, 30) is False  # released: it finishes

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from kernel.audit import AuditEntry
 from kernel.auth import check_password_rules
 from kernel.clock import ManualClock
 from kernel.errors import Unprocessable
@@ -93,3 +95,49 @@ async def test_an_expired_staff_password_logs_in_only_to_change_it(client: httpx
     assert (await client.get("/v1/orders", headers=_bearer(changed.json()["access_token"]))).status_code == 200
     # elders' and families' logins do not expire
     assert (await _login(client, family_name, TEST_PASSWORD)).json()["password_change_required"] is False
+
+
+async def test_wrong_current_passwords_count_towards_the_lock_out_and_the_limit(client: httpx.AsyncClient,
+                                                                                runtime: Runtime) -> None:
+    """Guessing `current` is a login attempt: 5 wrong lock the account for that address (then even the right one
+    is refused, with the answer of a wrong one), and the per-address limit of 20 a minute applies."""
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    for i in range(5):
+        wrong = await client.post("/v1/auth/password", headers=headers,
+                                  json={"current": f"Wrong-{i}-pass", "new": "N3w-Passw0rd!x"})
+        assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "wrong_current_password"
+    right = await client.post("/v1/auth/password", headers=headers,
+                              json={"current": TEST_PASSWORD, "new": "N3w-Passw0rd!x"})
+    assert right.status_code == 422 and right.json()["error"]["code"] == "wrong_current_password", right.text
+    assert (await _login(client, username, TEST_PASSWORD)).status_code == 401  # locked for this address
+    async with runtime.database.unit_of_work() as s:
+        reasons = [e.summary["reason"] for e in (await s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "auth.password_change", AuditEntry.outcome == "denied")
+            .order_by(AuditEntry.id))).all()]
+    assert reasons == ["wrong_password"] * 4 + ["wrong_password_locked_for_source", "locked_for_source"]
+    answers = [(await client.post("/v1/auth/password", headers=headers,
+                                  json={"current": "Wrong-x-pass", "new": "N3w-Passw0rd!x"})).status_code
+               for _ in range(14)]  # 7 login calls so far this minute, 20 allowed
+    assert answers == [422] * 13 + [429]
+
+
+async def test_changing_the_password_in_the_console_puts_the_new_token_in_its_cookie(
+        client: httpx.AsyncClient, runtime: Runtime) -> None:
+    headers = await login_headers(runtime, "dispatcher", region_code="150625")
+    username = (await client.get("/v1/auth/me", headers=headers)).json()["username"]
+    opened = await client.post("/v1/auth/session", json={"username": username, "password": TEST_PASSWORD})
+    assert opened.status_code == 200 and client.cookies.get("vnh_session")
+    changed = await client.post("/v1/auth/password", json={"current": TEST_PASSWORD, "new": "Console-Pass-77"})
+    assert changed.status_code == 200, changed.text
+    cookie = changed.headers["set-cookie"]
+    assert f"vnh_session={changed.json()['access_token']}" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    me = await client.get("/v1/auth/me")  # the cookie alone
+    assert me.status_code == 200, me.text
+    # a call with the bearer header only does not set a cookie
+    client.cookies.clear()
+    bearer = _bearer(changed.json()["access_token"])
+    again = await client.post("/v1/auth/password", headers=bearer,
+                              json={"current": "Console-Pass-77", "new": "Console-Pass-78"})
+    assert again.status_code == 200 and "set-cookie" not in again.headers
