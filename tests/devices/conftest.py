@@ -11,7 +11,6 @@ nothing lingers in a shared broker.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -29,26 +28,16 @@ import pytest
 from devices.gateway import MqttGateway, end_session
 from kernel.mqtt_probe import MqttAddress, parse_mqtt_url
 from kernel.runtime import Runtime
+from tests.waiting import eventually
 from vnh.embedded import LISTENING_LINE
+
+__all__ = ["Broker", "GatewayFactory", "eventually", "free_port"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0,  # noqa: ASYNC109
-                     what: str = "condition") -> Any:
-    """Poll `check` until it answers something truthy (MQTT delivery has no event to await from here)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
 
 
 @pytest.fixture(scope="session")
