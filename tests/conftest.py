@@ -193,9 +193,10 @@ async def runtime(app_engine: Any, base_settings: Settings, tmp_path: Path) -> A
     async with app_engine.connect() as conn:
         outer = await conn.begin()
         # the audit witness is per test too: a head sealed in a rolled-back test must not outlive it
-        audit = base_settings.audit.model_copy(update={"witness_file": tmp_path / "audit-witness.jsonl"})
-        settings = base_settings.model_copy(update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:",
-                                                    "audit": audit})
+        # a deep copy: a test that changes a nested setting (rt.settings.push.webhook_url = …) changes its own
+        audit = base_settings.audit.model_copy(deep=True, update={"witness_file": tmp_path / "audit-witness.jsonl"})
+        settings = base_settings.model_copy(deep=True, update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:",
+                                                               "audit": audit})
         rt = Runtime.build(settings, clock=ManualClock(), database=RolledBackDatabase(conn))
         try:
             yield rt
