@@ -187,6 +187,17 @@ async def _flush_redis(runtime: Runtime) -> None:
         await runtime.redis.delete(*keys)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_module_caches() -> Iterator[None]:
+    """Module-level caches live for the process: a service changed in one test's rolled-back transaction must not
+    be served to the next test from memory."""
+    from dispatch.candidates import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
 @pytest.fixture
 async def runtime(app_engine: Any, base_settings: Settings, tmp_path: Path) -> AsyncIterator[Runtime]:
     """A runtime whose database work is rolled back after the test; a manual clock."""

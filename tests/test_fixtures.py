@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from dispatch import candidates
 from kernel.runtime import Runtime
 from kernel.settings import Settings
 
@@ -16,3 +19,18 @@ def test_runtime_settings_share_no_nested_object_with_the_session(runtime: Runti
     assert shared == []
     runtime.settings.push.webhook_url = "http://127.0.0.1:9/leak"
     assert base_settings.push.webhook_url != "http://127.0.0.1:9/leak"
+
+
+_seeded: list[str] = []
+
+
+async def test_service_requirements_cached_by_one_test(session: AsyncSession) -> None:
+    await candidates._requirement(session, "bathing")
+    assert "bathing" in candidates._REQUIREMENTS
+    _seeded.append("bathing")
+
+
+def test_the_next_test_starts_without_them() -> None:
+    if not _seeded:
+        pytest.skip("the test that fills the cache ran in another process")
+    assert candidates._REQUIREMENTS == {}
