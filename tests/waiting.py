@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import psutil
+
+if TYPE_CHECKING:
+    from kernel.runtime import Runtime
 
 POLL_S = 0.05
 
@@ -40,3 +46,13 @@ def eventually_sync(check: Callable[[], Any], *, timeout: float = 15.0, what: st
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
         time.sleep(POLL_S)  # paces the polling only
+
+
+async def blocked_in_redis(rt: Runtime, command: str = "xread") -> bool:
+    """Whether a connection of this process is blocked in `command` on the runtime's Redis (CLIENT LIST: flag `b`):
+    a follower that is waiting for a wake-up, not one that has yet to start."""
+    port = urlsplit(rt.settings.redis_url or "").port or 6379
+    ours = {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port}
+    clients = await rt.redis.client_list()
+    return any(c.get("addr") in ours and c.get("cmd") == command and "b" in c.get("flags", "") for c in clients)
