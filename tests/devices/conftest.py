@@ -1,6 +1,7 @@
 """Brokers and devices for the MQTT tests.
 
-- `machine_mqtt`: the broker of `MQTT_URL` (in CI the machine's Mosquitto, anonymous, default configuration).
+- `machine_mqtt`: the broker of `MQTT_URL` (in CI the machine's Mosquitto, anonymous, default configuration), or
+  without MQTT_URL a Mosquitto of the session's own with vnh's configuration minus authentication.
 - `amqtt_broker`: the embedded broker (`vnh.embedded_broker`) in a child process on a free port.
 - `vnh_mosquitto` (tests/devices/mosquitto.py): a Mosquitto of our own with deploy/mosquitto's configuration, for
   tests that need vnh's limits or its dynamic-security plugin; it fails rather than skips when CI=true and the
@@ -41,12 +42,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def machine_mqtt(server_urls: dict[str, str]) -> str:
-    if not os.environ.get("MQTT_URL"):
-        # a fresh machine: the suite's broker is then the embedded amqtt one (shared subscriptions, credentials and
-        # redelivery differ), which the `amqtt` parameter tests; CI sets MQTT_URL to the machine's Mosquitto
-        pytest.skip("no MQTT_URL: no machine Mosquitto for the suite")
-    return server_urls["mqtt"]
+def machine_mqtt(server_urls: dict[str, str]) -> Iterator[str]:
+    """A Mosquitto for the tests of Mosquitto's delivery (redelivery of unacknowledged QoS 1, retained status, shared
+    subscriptions): the machine's one of MQTT_URL (CI), else one of our own with vnh's configuration
+    (tests/devices/mosquitto.py `open_mosquitto`); skipped only where no Mosquitto is installed, failed then in CI."""
+    if os.environ.get("MQTT_URL"):
+        yield server_urls["mqtt"]
+        return
+    from tests.devices.mosquitto import open_mosquitto
+
+    with open_mosquitto() as mosquitto:
+        yield mosquitto.url
 
 
 @pytest.fixture(scope="session")
