@@ -113,10 +113,12 @@ class RunningMosquitto:
 
 @contextmanager
 def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: bool = True,
-                  tls_certs: tuple[Path, Path, Path] | None = None) -> Iterator[RunningMosquitto]:
+                  tls_certs: tuple[Path, Path, Path] | None = None, log_subscriptions: bool = False
+                  ) -> Iterator[RunningMosquitto]:
     """Run Mosquitto with vnh's configuration and this dynamic-security file, in a directory of its own under /tmp
     (run as root, Mosquitto drops to its own user, which cannot enter pytest's private temporary directories).
-    `tls_certs` (CA, server certificate, server key) also opens the TLS listener on a free port."""
+    `tls_certs` (CA, server certificate, server key) also opens the TLS listener on a free port; `log_subscriptions`
+    logs each subscription taken (`<client id> <qos> <topic>`), for tests to wait on."""
     binary = require_mosquitto()
     port = port or _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="vnh-mosquitto-"))
@@ -128,7 +130,8 @@ def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: b
             shutil.copyfile(source, workdir / "tls" / name)
         (workdir / "tls" / "server.key").chmod(0o600)
     try:
-        with _run(binary, port, workdir, dynsec, verbose, tls_port) as running:
+        config = vnh_config(port, workdir, tls_port=tls_port) + ("log_type subscribe\n" if log_subscriptions else "")
+        with _run(binary, port, workdir, dynsec, verbose, tls_port, config=config) as running:
             yield running
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
