@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,12 +42,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def broker_version(url: str, timeout: float = 5.0) -> str:
+    """What the broker says it is (`$SYS/broker/version`, retained: "mosquitto version 2.0.11"); "" if it says
+    nothing in time or refuses an anonymous client."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    address = parse_mqtt_url(url)
+    answer: list[str] = []
+    heard = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"vnh-version-{uuid.uuid4().hex[:8]}")
+    client.on_connect = lambda c, *_args: c.subscribe("$SYS/broker/version")
+
+    def on_message(_c: Any, _userdata: Any, message: Any) -> None:
+        answer.append(message.payload.decode(errors="replace"))
+        heard.set()
+
+    client.on_message = on_message
+    try:
+        client.connect(address.host, address.port)
+    except OSError:
+        return ""
+    client.loop_start()
+    try:
+        heard.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return answer[0] if answer else ""
+
+
 @pytest.fixture(scope="session")
 def machine_mqtt(server_urls: dict[str, str]) -> Iterator[str]:
     """A Mosquitto for the tests of Mosquitto's delivery (redelivery of unacknowledged QoS 1, retained status, shared
-    subscriptions): the machine's one of MQTT_URL (CI), else one of our own with vnh's configuration
-    (tests/devices/mosquitto.py `open_mosquitto`); skipped only where no Mosquitto is installed, failed then in CI."""
-    if os.environ.get("MQTT_URL"):
+    subscriptions): the machine's one of MQTT_URL (CI) when it says it is Mosquitto, else one of our own with vnh's
+    configuration (tests/devices/mosquitto.py `open_mosquitto`); skipped only where no Mosquitto is installed (and
+    failed then when CI=true)."""
+    if os.environ.get("MQTT_URL") and broker_version(server_urls["mqtt"]).startswith("mosquitto"):
         yield server_urls["mqtt"]
         return
     from tests.devices.mosquitto import open_mosquitto
