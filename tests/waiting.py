@@ -35,19 +35,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15
         await asyncio.sleep(POLL_S)  # paces the polling only
 
 
-def eventually_sync(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
-    """`eventually` for code outside an event loop (threads, child processes)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
-        time.sleep(POLL_S)  # paces the polling only
-
-
 async def blocked_in_redis(rt: Runtime, command: str = "xread") -> bool:
     """Whether a connection of this process is blocked in `command` on the runtime's Redis (CLIENT LIST: flag `b`):
     a follower that is waiting for a wake-up, not one that has yet to start."""
