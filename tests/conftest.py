@@ -187,15 +187,27 @@ async def _flush_redis(runtime: Runtime) -> None:
         await runtime.redis.delete(*keys)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_module_caches() -> Iterator[None]:
+    """Module-level caches live for the process: a service changed in one test's rolled-back transaction must not
+    be served to the next test from memory."""
+    from dispatch.candidates import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
 @pytest.fixture
 async def runtime(app_engine: Any, base_settings: Settings, tmp_path: Path) -> AsyncIterator[Runtime]:
     """A runtime whose database work is rolled back after the test; a manual clock."""
     async with app_engine.connect() as conn:
         outer = await conn.begin()
         # the audit witness is per test too: a head sealed in a rolled-back test must not outlive it
-        audit = base_settings.audit.model_copy(update={"witness_file": tmp_path / "audit-witness.jsonl"})
-        settings = base_settings.model_copy(update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:",
-                                                    "audit": audit})
+        # a deep copy: a test that changes a nested setting (rt.settings.push.webhook_url = …) changes its own
+        audit = base_settings.audit.model_copy(deep=True, update={"witness_file": tmp_path / "audit-witness.jsonl"})
+        settings = base_settings.model_copy(deep=True, update={"redis_prefix": f"vnhtest:{uuid.uuid4().hex[:12]}:",
+                                                               "audit": audit})
         rt = Runtime.build(settings, clock=ManualClock(), database=RolledBackDatabase(conn))
         try:
             yield rt

@@ -50,6 +50,11 @@ async def _requirement(session: AsyncSession, code: str) -> tuple[str | None, st
     return service.required_skill, service.min_certificate_level
 
 
+def clear_cache() -> None:
+    """Forget the cached service requirements (tests, between runtimes)."""
+    _REQUIREMENTS.clear()
+
+
 async def need_of(session: AsyncSession, order: Order, elder: ElderProfile) -> Need:
     skill, level = await _requirement(session, order.service_code)
     return Need(required_skill=skill, min_certificate_level=level,

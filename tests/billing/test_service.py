@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
 
 from billing import service as billing
 from billing.models import Capture, Entitlement, Exclusion, Program, Reservation
@@ -17,6 +17,7 @@ from kernel.errors import InvalidState
 from kernel.outbox import OutboxEvent
 from kernel.runtime import Runtime
 from tests.billing.support import Order, assert_ledger_sound, create_contract, create_program, visit_of
+from tests.db_errors import refused
 from tests.factories import HANGGIN, create_elder, create_organization
 
 
@@ -283,21 +284,24 @@ async def test_the_database_refuses_an_overdraft_an_unbalanced_posting_and_edits
     async with runtime.database.unit_of_work() as s:
         await billing.quote_and_reserve(s, runtime.clock, Order(elder.id, price_fen=4500))
     entitlement = await _entitlement(runtime, elder.id, program.id)
-    refused = [
-        ("UPDATE entitlements SET reserved_fen = quota_fen + 1 WHERE id = :id", {"id": entitlement.id}),
-        ("UPDATE programs SET used_fen = budget_fen WHERE id = :id", {"id": program.id}),
-        ("INSERT INTO ledger_postings (key, kind, program_id, posted_at) VALUES ('x', 'reserve', :id, now());"
-         "", {"id": program.id}),
-        ("UPDATE ledger_entries SET amount_fen = amount_fen + 1", {}),
-        ("DELETE FROM ledger_postings", {}),
-    ]
-    for sql, params in refused[:2] + refused[3:]:
-        with pytest.raises(DBAPIError):
+    check, insert_only = asyncpg.CheckViolationError, asyncpg.RaiseError
+    for sql, params, kind, rule in [
+        ("UPDATE entitlements SET reserved_fen = quota_fen + 1 WHERE id = :id", {"id": entitlement.id}, check,
+         {"constraint": "ck_entitlements_quota_not_overdrawn"}),
+        ("UPDATE programs SET used_fen = budget_fen WHERE id = :id", {"id": program.id}, check,
+         {"constraint": "ck_programs_budget_not_overdrawn"}),
+        ("UPDATE ledger_entries SET amount_fen = amount_fen + 1", {}, insert_only,
+         {"trigger": "vnh_billing_insert_only", "message": r"^ledger_entries is insert-only \(UPDATE refused\)$"}),
+        ("DELETE FROM ledger_postings", {}, insert_only,
+         {"trigger": "vnh_billing_insert_only", "message": r"^ledger_postings is insert-only \(DELETE refused\)$"}),
+    ]:
+        with refused(kind, **rule):
             async with runtime.database.unit_of_work() as s:
                 await s.execute(text(sql), params)
-    with pytest.raises(DBAPIError, match="does not balance"):
+    with refused(check, trigger="vnh_ledger_balanced", message=r"^ledger posting \d+ does not balance$"):
         async with runtime.database.unit_of_work() as s:
-            await s.execute(text(refused[2][0]), refused[2][1])
+            await s.execute(text("INSERT INTO ledger_postings (key, kind, program_id, posted_at) "
+                                 "VALUES ('x', 'reserve', :id, now())"), {"id": program.id})
             await s.execute(text(
                 "INSERT INTO ledger_entries (posting_id, account, account_id, amount_fen) "
                 "SELECT id, 'program_available', program_id, 5 FROM ledger_postings WHERE key = 'x'"))

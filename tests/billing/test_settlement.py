@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, date, datetime
 
+import asyncpg
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError
 
 from billing import service as billing
 from billing import settlement
@@ -22,6 +23,7 @@ from kernel.runtime import Runtime
 from orders.models import Elder
 from tests.billing.support import Order, create_contract, create_program, visit_of
 from tests.conftest import admin_access
+from tests.db_errors import refused
 from tests.factories import create_elder, create_organization
 
 MARCH, APRIL = date(2026, 3, 1), date(2026, 4, 1)
@@ -111,16 +113,23 @@ async def test_an_approved_statement_never_changes_and_later_items_go_to_a_later
         async with runtime.database.unit_of_work() as s:
             await settlement.approve_settlement(s, runtime.clock, admin_access(), str(draft.id))
     line_id = (await _lines(runtime, draft))[0].id
-    for sql in ("UPDATE settlements SET quota_fen = 0 WHERE id = :sid",
-                "UPDATE settlements SET status = 'draft', approved_at = NULL WHERE id = :sid",
-                "DELETE FROM settlements WHERE id = :sid",
-                "UPDATE settlement_lines SET quota_fen = 0 WHERE settlement_id = :sid",
-                "DELETE FROM settlement_lines WHERE settlement_id = :sid",
-                "INSERT INTO settlement_lines (settlement_id, kind, exclusion_id, visit_id, order_id, elder_id, "
-                "caregiver_id, service_code, service_month, price_fen, quota_fen, copay_fen) "
-                "SELECT settlement_id, 'exclusion', NULL, visit_id, order_id, elder_id, caregiver_id, service_code, "
-                "service_month, 0, 0, 0 FROM settlement_lines WHERE id = :line"):
-        with pytest.raises(DBAPIError):
+    closed = f"settlement {draft.id} is approved and cannot change"
+    lines_closed = f"settlement {draft.id} is approved or missing: its lines cannot change"
+    for sql, trigger, message in (
+            ("UPDATE settlements SET quota_fen = 0 WHERE id = :sid", "vnh_settlement_closed", closed),
+            ("UPDATE settlements SET status = 'draft', approved_at = NULL WHERE id = :sid", "vnh_settlement_closed",
+             closed),
+            ("DELETE FROM settlements WHERE id = :sid", "vnh_settlement_closed", closed),
+            ("UPDATE settlement_lines SET quota_fen = 0 WHERE settlement_id = :sid", "vnh_settlement_lines_closed",
+             lines_closed),
+            ("DELETE FROM settlement_lines WHERE settlement_id = :sid", "vnh_settlement_lines_closed", lines_closed),
+            # a line every CHECK accepts (an adjustment with a source of its own): only the closed statement refuses
+            ("INSERT INTO settlement_lines (settlement_id, kind, capture_id, visit_id, order_id, elder_id, "
+             "caregiver_id, service_code, service_month, price_fen, quota_fen, copay_fen) "
+             "SELECT settlement_id, 'adjustment', capture_id + 1000, visit_id, order_id, elder_id, caregiver_id, "
+             "service_code, service_month, 0, 0, 0 FROM settlement_lines WHERE id = :line",
+             "vnh_settlement_lines_closed", lines_closed)):
+        with refused(asyncpg.RaiseError, trigger=trigger, message=re.escape(message)):
             async with runtime.database.unit_of_work() as s:
                 await s.execute(text(sql), {"sid": draft.id, "line": line_id})
     # a March visit captured after approval: an adjusting line of April, the March statement untouched
@@ -219,14 +228,19 @@ async def test_lines_need_a_draft_statement_and_a_statement_with_lines_stays(
     program, org, elder = world
     await _served(runtime, elder, org, price=4500, at=datetime(2026, 3, 3, 2, tzinfo=UTC))
     draft = await _draft(runtime, program, org, MARCH)
-    for sql in ("DELETE FROM settlements WHERE id = :sid",
+    with refused(asyncpg.ForeignKeyViolationError, trigger="vnh_settlement_closed",
+                 message=re.escape(f"settlement {draft.id} has lines")):
+        async with runtime.database.unit_of_work() as s:
+            await s.execute(text("DELETE FROM settlements WHERE id = :sid"), {"sid": draft.id})
+    with refused(asyncpg.RaiseError, trigger="vnh_settlement_lines_closed",
+                 message=r"settlement [0-9a-f-]{36} is approved or missing: its lines cannot change"):
+        async with runtime.database.unit_of_work() as s:
+            await s.execute(text(
                 "INSERT INTO settlement_lines (settlement_id, kind, capture_id, visit_id, order_id, elder_id, "
                 "caregiver_id, service_code, service_month, price_fen, quota_fen, copay_fen) "
                 "SELECT gen_random_uuid(), kind, capture_id + 1000, visit_id, order_id, elder_id, caregiver_id, "
-                "service_code, service_month, 0, 0, 0 FROM settlement_lines WHERE settlement_id = :sid"):
-        with pytest.raises(DBAPIError):
-            async with runtime.database.unit_of_work() as s:
-                await s.execute(text(sql), {"sid": draft.id})
+                "service_code, service_month, 0, 0, 0 FROM settlement_lines WHERE settlement_id = :sid"),
+                {"sid": draft.id})
 
 
 async def test_the_cli_settles_a_month_with_a_progress_bar_and_verifies_the_ledger(

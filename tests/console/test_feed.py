@@ -9,6 +9,7 @@ from console.feed import follow, latest_seq
 from kernel.authz import Principal, grant
 from kernel.outbox import emit
 from kernel.runtime import Runtime
+from tests.waiting import blocked_in_redis, eventually
 from vnh.workers import build_relay
 
 
@@ -62,8 +63,10 @@ async def test_a_live_follower_gets_events_committed_after_it_connected(committe
                 received.append(event.type)
                 return
 
+    assert not await blocked_in_redis(rt, "xread")  # nobody of ours waits yet: the condition below can be false
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)
+    # the follower has read PostgreSQL up to `start` and waits on the Redis stream: what follows is live
+    await eventually(lambda: blocked_in_redis(rt, "xread"), timeout=10, what="the follower waiting for a wake-up")
     async with rt.database.unit_of_work() as s:
         payload = _order_event("150625")
         emit(s, rt.clock, "orders.order.unfulfilled", str(payload["order_id"]), payload)

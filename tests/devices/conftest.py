@@ -1,6 +1,7 @@
 """Brokers and devices for the MQTT tests.
 
-- `machine_mqtt`: the broker of `MQTT_URL` (in CI the machine's Mosquitto, anonymous, default configuration).
+- `machine_mqtt`: the broker of `MQTT_URL` (in CI the machine's Mosquitto, anonymous, default configuration), or
+  without MQTT_URL a Mosquitto of the session's own with vnh's configuration minus authentication.
 - `amqtt_broker`: the embedded broker (`vnh.embedded_broker`) in a child process on a free port.
 - `vnh_mosquitto` (tests/devices/mosquitto.py): a Mosquitto of our own with deploy/mosquitto's configuration, for
   tests that need vnh's limits or its dynamic-security plugin; it fails rather than skips when CI=true and the
@@ -11,12 +12,12 @@ nothing lingers in a shared broker.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,7 +30,10 @@ import pytest
 from devices.gateway import MqttGateway, end_session
 from kernel.mqtt_probe import MqttAddress, parse_mqtt_url
 from kernel.runtime import Runtime
+from tests.waiting import eventually
 from vnh.embedded import LISTENING_LINE
+
+__all__ = ["Broker", "GatewayFactory", "eventually", "free_port"]
 
 
 def free_port() -> int:
@@ -38,26 +42,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 15.0,  # noqa: ASYNC109
-                     what: str = "condition") -> Any:
-    """Poll `check` until it answers something truthy (MQTT delivery has no event to await from here)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s (last: {last!r})")
+def broker_version(url: str, timeout: float = 5.0) -> str:
+    """What the broker says it is (`$SYS/broker/version`, retained: "mosquitto version 2.0.11"); "" if it says
+    nothing in time or refuses an anonymous client."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    address = parse_mqtt_url(url)
+    answer: list[str] = []
+    heard = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"vnh-version-{uuid.uuid4().hex[:8]}")
+    client.on_connect = lambda c, *_args: c.subscribe("$SYS/broker/version")
+
+    def on_message(_c: Any, _userdata: Any, message: Any) -> None:
+        answer.append(message.payload.decode(errors="replace"))
+        heard.set()
+
+    client.on_message = on_message
+    try:
+        client.connect(address.host, address.port)
+    except OSError:
+        return ""
+    client.loop_start()
+    try:
+        heard.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return answer[0] if answer else ""
 
 
 @pytest.fixture(scope="session")
-def machine_mqtt(server_urls: dict[str, str]) -> str:
-    if not os.environ.get("MQTT_URL"):
-        # a fresh machine: the suite's broker is then the embedded amqtt one (shared subscriptions, credentials and
-        # redelivery differ), which the `amqtt` parameter tests; CI sets MQTT_URL to the machine's Mosquitto
-        pytest.skip("no MQTT_URL: no machine Mosquitto for the suite")
-    return server_urls["mqtt"]
+def machine_mqtt(server_urls: dict[str, str]) -> Iterator[str]:
+    """A Mosquitto for the tests of Mosquitto's delivery (redelivery of unacknowledged QoS 1, retained status, shared
+    subscriptions): the machine's one of MQTT_URL (CI) when it says it is Mosquitto, else one of our own with vnh's
+    configuration (tests/devices/mosquitto.py `open_mosquitto`); skipped only where no Mosquitto is installed (and
+    failed then when CI=true)."""
+    if os.environ.get("MQTT_URL") and broker_version(server_urls["mqtt"]).startswith("mosquitto"):
+        yield server_urls["mqtt"]
+        return
+    from tests.devices.mosquitto import open_mosquitto
+
+    with open_mosquitto() as mosquitto:
+        yield mosquitto.url
 
 
 @pytest.fixture(scope="session")

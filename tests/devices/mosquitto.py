@@ -77,6 +77,29 @@ def vnh_config(port: int, workdir: Path, *, tls_port: int | None = None) -> str:
     return replaced
 
 
+def open_config(port: int, workdir: Path) -> str:
+    """vnh's configuration (persistence, queue and in-flight limits, retained status) with anonymous access instead of
+    the dynamic-security plugin: the broker the MQTT delivery tests need when MQTT_URL is not a Mosquitto of the
+    machine's (its authentication is tested on `vnh_mosquitto`, with dynsec)."""
+    text = vnh_config(port, workdir)
+    lines = [line for line in text.splitlines() if not line.startswith(("plugin ", "plugin_opt_config_file "))]
+    assert "allow_anonymous false" in lines, "mosquitto.conf no longer says allow_anonymous false"
+    return "\n".join("allow_anonymous true" if line == "allow_anonymous false" else line for line in lines) + "\n"
+
+
+@contextmanager
+def open_mosquitto() -> Iterator[RunningMosquitto]:
+    """Mosquitto with `open_config` on a free loopback port, in a directory of its own under /tmp."""
+    binary = require_mosquitto()
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="vnh-mosquitto-open-"))
+    try:
+        with _run(binary, port, workdir, {}, False, config=open_config(port, workdir)) as running:
+            yield running
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class RunningMosquitto:
     url: str
@@ -90,10 +113,12 @@ class RunningMosquitto:
 
 @contextmanager
 def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: bool = True,
-                  tls_certs: tuple[Path, Path, Path] | None = None) -> Iterator[RunningMosquitto]:
+                  tls_certs: tuple[Path, Path, Path] | None = None, log_subscriptions: bool = False
+                  ) -> Iterator[RunningMosquitto]:
     """Run Mosquitto with vnh's configuration and this dynamic-security file, in a directory of its own under /tmp
     (run as root, Mosquitto drops to its own user, which cannot enter pytest's private temporary directories).
-    `tls_certs` (CA, server certificate, server key) also opens the TLS listener on a free port."""
+    `tls_certs` (CA, server certificate, server key) also opens the TLS listener on a free port; `log_subscriptions`
+    logs each subscription taken (`<client id> <qos> <topic>`), for tests to wait on."""
     binary = require_mosquitto()
     port = port or _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="vnh-mosquitto-"))
@@ -105,16 +130,17 @@ def vnh_mosquitto(dynsec: dict[str, Any], *, port: int | None = None, verbose: b
             shutil.copyfile(source, workdir / "tls" / name)
         (workdir / "tls" / "server.key").chmod(0o600)
     try:
-        with _run(binary, port, workdir, dynsec, verbose, tls_port) as running:
+        config = vnh_config(port, workdir, tls_port=tls_port) + ("log_type subscribe\n" if log_subscriptions else "")
+        with _run(binary, port, workdir, dynsec, verbose, tls_port, config=config) as running:
             yield running
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager
-def _run(binary: str, port: int, workdir: Path, dynsec: dict[str, Any], verbose: bool, tls_port: int | None = None
-         ) -> Iterator[RunningMosquitto]:
-    (workdir / "mosquitto.conf").write_text(vnh_config(port, workdir, tls_port=tls_port))
+def _run(binary: str, port: int, workdir: Path, dynsec: dict[str, Any], verbose: bool, tls_port: int | None = None,
+         *, config: str | None = None) -> Iterator[RunningMosquitto]:
+    (workdir / "mosquitto.conf").write_text(config or vnh_config(port, workdir, tls_port=tls_port))
     security = workdir / "dynamic-security.json"
     security.write_text(json.dumps(dynsec))
     security.chmod(0o600)

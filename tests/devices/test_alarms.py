@@ -108,18 +108,18 @@ async def test_two_sos_at_once_in_two_transactions_make_one_alarm(committed_runt
     elder = await create_elder(rt)
     device_a, _ = await register_device(rt, elder)
     device_b, _ = await register_device(rt, elder, kind="wristband")
-    start = asyncio.Event()
+    # both transactions are open (each has run a statement) before either stores its SOS
+    both_open = asyncio.Barrier(2)
 
     async def press(device_id: str) -> None:
-        await start.wait()
         async with rt.database.unit_of_work() as session:
+            await session.execute(text("select 1"))
+            await asyncio.wait_for(both_open.wait(), 30)
             await ingest_batch(session, rt, [Inbound(device_id=device_id, kind="events", received_at=rt.clock.now(),
                                                      payload=f'{{"event_id": "s-{device_id}", "type": "sos", '
                                                              f'"ts": "{TS}"}}'.encode())])
 
     tasks = [asyncio.create_task(press(d)) for d in (device_a, device_b)]
-    await asyncio.sleep(0.05)
-    start.set()
     await asyncio.gather(*tasks)
     async with rt.database.unit_of_work() as s:
         rows = (await s.scalars(select(Alarm).where(Alarm.elder_id == elder.id))).all()

@@ -114,7 +114,10 @@ async def test_the_exported_dynamic_security_file_lets_each_device_in_with_its_o
             await asyncio.to_thread(device.publish, topic_for(b, "events"), forged)
             stored = "select count(*) from device_events where event_id = :e"
             await eventually(lambda: _is(rt, stored, 1, e=own["event_id"]), what="own event stored")
-            await asyncio.sleep(0.5)
+            # a control published after the forged one on the same connection: once it is stored, the forged one
+            # would have been delivered before it
+            control = await asyncio.to_thread(device.send, "heartbeat")
+            await eventually(lambda: _is(rt, stored, 1, e=control["event_id"]), what="the control event stored")
             assert await count(rt, stored, e=forged["event_id"]) == 0
             assert await asyncio.to_thread(suback, address, b, token_b, topic_for(a, "commands")) == [128]
             assert await asyncio.to_thread(suback, address, b, token_b, topic_for(b, "commands")) == [1]

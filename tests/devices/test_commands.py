@@ -118,7 +118,7 @@ async def test_a_command_for_a_device_that_is_away_waits_and_goes_out_when_it_re
     workers = DeviceWorkers(rt, gateway=gateway)
     assert workers.sender is not None
     stop = asyncio.Event()
-    sender_task = asyncio.create_task(workers.sender.run(stop))
+    sender_task: asyncio.Task[None] | None = None
     elder = await create_elder(rt)
     device_id, token = await register_device(rt, elder)
     device = DeviceClient(broker.address, device_id, token, on_command=acknowledge_commands)
@@ -126,15 +126,16 @@ async def test_a_command_for_a_device_that_is_away_waits_and_goes_out_when_it_re
         async with rt.database.unit_of_work() as s:
             await commands.queue_command(s, rt, device_id, "notify", {"text": "护理员已接单", "tts": True},
                                          cause="test:away")
-        workers.sender.wake()
-        await asyncio.sleep(0.5)
-        assert [c.status for c in await commands_of(rt, device_id)] == ["queued"]  # never seen online
+        assert await workers.sender.send_once() == 0  # a whole pass of the sender: nothing for a device never seen
+        assert [c.status for c in await commands_of(rt, device_id)] == ["queued"]
+        sender_task = asyncio.create_task(workers.sender.run(stop))
         await asyncio.to_thread(device.connect)  # reports {"online": true}: the gateway wakes the sender
         await eventually(lambda: _status(rt, device_id, "acknowledged"), what="delivered on return")
         assert device.commands[0]["text"] == "护理员已接单"
     finally:
         stop.set()
-        await sender_task
+        if sender_task is not None:
+            await sender_task
         await asyncio.to_thread(device.clear_retained_status)
         await asyncio.to_thread(device.close, report_offline=False)
 

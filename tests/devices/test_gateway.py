@@ -118,8 +118,12 @@ async def test_a_message_is_acknowledged_only_after_its_transaction_commits(
         stored = "select count(*) from device_events where device_id = :d and event_id = :e"
         await eventually(lambda: _equals(rt, stored, 1, d=device.device_id, e=body["event_id"]),
                          what="the redelivered message stored")
-        await asyncio.sleep(0.3)
+        # a control sent after it: once it is stored, a second delivery of the first would have been too
+        control = await asyncio.to_thread(device.send, "heart_rate", {"bpm": 78})
+        await eventually(lambda: _equals(rt, stored, 1, d=device.device_id, e=control["event_id"]),
+                         what="the control event stored")
         assert await count(rt, stored, d=device.device_id, e=body["event_id"]) == 1
+        assert await count(rt, "select count(*) from device_events where device_id = :d", d=device.device_id) == 2
     finally:
         await locker.close()
         await close(device)

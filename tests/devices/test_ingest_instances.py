@@ -34,6 +34,7 @@ from tests.factories import create_elder, register_device
 
 SERVICE_PASSWORD = "service-secret-for-tests"
 TOTAL = 2000
+CONTROLS = 4
 RATE = 400.0  # events/s: the stream lasts ~5 s, the kill lands after its first quarter
 
 
@@ -75,7 +76,7 @@ async def test_a_killed_ingest_instance_loses_nothing_and_stores_nothing_twice(
     group = f"t{uuid.uuid4().hex[:8]}"
     a_id, b_id = f"ingest-{group}-0", f"ingest-{group}-1"
 
-    with vnh_mosquitto(json.loads(exported.read_text()), verbose=False) as mosquitto:
+    with vnh_mosquitto(json.loads(exported.read_text()), verbose=False, log_subscriptions=True) as mosquitto:
         address = parse_mqtt_url(mosquitto.url)
         env = {**settings_env(rt.settings), "MQTT_URL": mosquitto.url, "VNH_MQTT__USERNAME": "vnh-service",
                "VNH_MQTT__PASSWORD": SERVICE_PASSWORD, "VNH_MQTT__SHARED_SUBSCRIPTION": "true"}
@@ -85,7 +86,13 @@ async def test_a_killed_ingest_instance_loses_nothing_and_stores_nothing_twice(
         try:
             await eventually(lambda: _both_present(rt, group, a_id, b_id), timeout=60,
                              what="both ingest instances connected and reporting")
-            await asyncio.sleep(0.5)  # their SUBSCRIBEs are sent before the first heartbeat; let the broker take them
+            # their SUBSCRIBEs are sent before the first heartbeat: wait until the broker has taken both
+
+            async def both_subscribed() -> bool:
+                taken = mosquitto.log()
+                return all(f" {cid} 1 $share/{group}/" in taken for cid in (a_id, b_id))
+
+            await eventually(both_subscribed, timeout=30, what="both shared subscriptions taken by the broker")
             for device in devices:
                 await asyncio.to_thread(device.connect, report_online=False)
 
@@ -123,11 +130,15 @@ async def test_a_killed_ingest_instance_loses_nothing_and_stores_nothing_twice(
                 await asyncio.to_thread(info.wait_for_publish, 10)  # the broker has every event (PUBACK)
             assert killed_at < TOTAL and len(published) == TOTAL
 
-            # B's share of what came after the kill waits in the broker for B's session: not stored yet
-            await asyncio.sleep(3.0)
+            # B's share of what came after the kill waits in the broker for B's session: not stored yet. Controls
+            # sent after the stream are shared round robin too; once A has stored one, A has stored its whole share
+            # of the stream before it (one connection, in order)
+            controls = await send_controls(devices[0], "while-dead", published)
+            await eventually(lambda: _any_stored(rt, devices[0].device_id, controls), timeout=30,
+                             what="a control event stored by A")
             rows_while_dead, distinct_while_dead = await stored(rt, device_ids)
             assert rows_while_dead == distinct_while_dead
-            assert rows_while_dead < TOTAL, "nothing waited for the dead member: the share group was not split"
+            assert rows_while_dead < len(published), "nothing waited for the dead member: the group was not split"
             # ... and the member list says which instance is missing (B), the live one (A) is not
             view = await eventually(lambda: _missing(rt, group, b_id), timeout=10, what="B reported missing")
             assert view == {a_id: False, b_id: True}
@@ -137,10 +148,15 @@ async def test_a_killed_ingest_instance_loses_nothing_and_stores_nothing_twice(
 
             # B comes back with the same client id: its session's queue is delivered, redeliveries are duplicates
             procs[b_id] = start_ingest(env, b_id, group, logs[b_id])
-            await eventually(lambda: _all_stored(rt, device_ids), timeout=60, what="every event stored")
-            await asyncio.sleep(1.0)  # anything still arriving would be a second row
+            await eventually(lambda: _all_stored(rt, device_ids, len(published)), timeout=60,
+                             what="every event stored")
+            # anything still arriving would be a second row: controls shared round robin after B's queue (with its
+            # redeliveries) reach both members after it; once all are stored, so would a duplicate be
+            controls = await send_controls(devices[0], "after-restart", published)
+            await eventually(lambda: _all_stored(rt, device_ids, len(published)), timeout=30,
+                             what="the controls after the restart stored")
             rows, distinct = await stored(rt, device_ids)
-            assert (rows, distinct) == (TOTAL, TOTAL)
+            assert (rows, distinct) == (len(published), len(published))
             async with rt.database.unit_of_work() as s:
                 ids = {(r.device_id, r.event_id) for r in (await s.execute(text(
                     "select device_id, event_id from device_events where device_id = any(:ids)"),
@@ -187,8 +203,24 @@ async def _at_least(rt: Runtime, device_ids: list[str], n: int) -> bool:
     return (await stored(rt, device_ids))[0] >= n
 
 
-async def _all_stored(rt: Runtime, device_ids: list[str]) -> bool:
-    return (await stored(rt, device_ids))[1] >= TOTAL
+async def _all_stored(rt: Runtime, device_ids: list[str], total: int) -> bool:
+    return (await stored(rt, device_ids))[1] >= total
+
+
+async def _any_stored(rt: Runtime, device_id: str, event_ids: list[str]) -> bool:
+    async with rt.database.unit_of_work() as s:
+        return bool(await s.scalar(text("select count(*) from device_events where device_id = :d "
+                                        "and event_id = any(:e)"), {"d": device_id, "e": event_ids}))
+
+
+async def send_controls(device: DeviceClient, tag: str, published: list[tuple[str, str]]) -> list[str]:
+    """Four events after everything else (acknowledged by the broker): a round robin over two members gives each
+    member some."""
+    ids = [f"ctl-{tag}-{k}" for k in range(CONTROLS)]
+    for event_id in ids:
+        await asyncio.to_thread(device.send, "heart_rate", {"bpm": 70}, event_id=event_id)
+        published.append((device.device_id, event_id))
+    return ids
 
 
 async def test_readiness_lists_a_member_of_the_share_group_that_went_quiet(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,6 +16,7 @@ from orders.models import Visit
 from orders.service import Intake, create_order
 from tests.conftest import settings_env
 from tests.factories import XINI_TOWN, create_caregiver, create_elder, create_organization, offset, on_duty
+from tests.waiting import eventually
 
 WORKER = Path(__file__).with_name("accept_worker.py")
 
@@ -38,21 +38,32 @@ async def test_one_of_several_processes_accepting_at_once_wins(committed_runtime
         offers = (await s.scalars(select(Offer).where(Offer.order_id == order.id))).all()
     assert len(offers) == 4
     by_caregiver = {cg.id: cg for cg in caregivers}
-    start_at = time.time() + 3.0
+    race = f"test:accept-race:{order.id}"
+    log, go = rt.redis_key(f"{race}:log"), rt.redis_key(f"{race}:go")
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable, str(WORKER), json.dumps({
                 "offer_id": str(o.id), "caregiver_id": str(o.caregiver_id),
                 "organization_id": str(by_caregiver[o.caregiver_id].organization_id),
-                "clock": rt.clock.now().isoformat(), "start_at": str(start_at)}),
+                "clock": rt.clock.now().isoformat(), "race": race}),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=settings_env(rt.settings))
         for o in offers
     ]
+
+    async def all_at_the_start_line() -> bool:
+        return int(await rt.redis.llen(log)) == len(procs)
+
+    await eventually(all_at_the_start_line, timeout=120, what="every worker connected and at the barrier")
+    await rt.redis.rpush(go, *["go"] * len(procs))  # one token each: released together
     results = []
     for proc in procs:
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()[-3000:]
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    entries = [e.decode() for e in await rt.redis.lrange(log, 0, -1)]
+    reached = {e.split()[1] for e in entries[:len(procs)] if e.startswith("reached ")}
+    assert reached == {str(o.caregiver_id) for o in offers}, entries  # all reached the barrier before any accepted
+    assert sorted(e.split()[0] for e in entries[len(procs):]) == ["accepting"] * len(procs), entries
     assert sum(r["ok"] for r in results) == 1, results
     assert sorted(r["code"] for r in results if not r["ok"]) == ["offer_not_pending"] * 3
     async with rt.database.unit_of_work() as s:

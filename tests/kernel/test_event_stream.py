@@ -13,6 +13,7 @@ from sqlalchemy import select
 from kernel.event_stream import MARGIN, FeedEvent, follow, latest_seq
 from kernel.outbox import OutboxEvent, emit
 from kernel.runtime import Runtime
+from tests.waiting import blocked_in_redis, eventually
 from vnh.workers import build_relay
 
 COMMIT_DELAY_S = 0.25
@@ -43,7 +44,7 @@ async def test_an_event_announced_before_its_commit_is_sent_soon_after_the_commi
     listener = asyncio.create_task(first())
     async with rt.database.unit_of_work() as s:
         emit(s, rt.clock, "orders.elder.created", "e1", {"elder_id": "e1", "region_code": "150625"})
-    await asyncio.sleep(0.1)  # the follower is waiting on the Redis stream
+    await eventually(lambda: blocked_in_redis(rt, "xread"), timeout=10, what="the follower waiting on the Redis stream")
     assert await build_relay(rt, [slow_commit]).relay_once() == 1
     committed_at.append(time.monotonic())
     received = await asyncio.wait_for(listener, 10)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
 from devices import alarms
 from devices.alarms import Trigger
+from devices.models import Alarm
 from kernel.authz import Access, Principal
 from kernel.clock import ManualClock
 from kernel.runtime import Runtime
 from supervision import response_times
-from tests.conftest import login_headers
+from tests.conftest import RolledBackDatabase, login_headers
 from tests.factories import create_elder
 
 DONGSHENG = "150602"  # 东胜区, another county of the same prefecture (1506)
-_BORN = itertools.count()  # hypothesis runs (and shrinks) many examples in one test's transaction
+_BORN = itertools.count()  # birth dates keep the generated ID numbers of one example's elders apart
+EXAMPLE_START = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 
 
 async def _alarm(rt: Runtime, elder_id: object, region: str, kind: alarms.AlarmType, ack_after_s: float | None,
@@ -145,6 +148,7 @@ async def test_unanswered_alarms_past_a_threshold_are_missed_not_pending(runtime
     assert late["targets"]["tsa_180s"] is False
 
 
+# the runtime fixture is shared by the examples (hence the suppressed health check); each example's savepoint is not
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(delays=st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=400)), min_size=1, max_size=8),
        waited=st.integers(min_value=0, max_value=400))
@@ -152,32 +156,40 @@ async def test_the_shares_match_a_direct_count(runtime: Runtime, delays: list[in
     """Hypothesis: for any mix of acknowledged and unanswered alarms, all received at once and looked at `waited`
     seconds later, each threshold's hits, misses, pending alarms, share and verdict are the plain counts."""
     clock = runtime.clock
-    assert isinstance(clock, ManualClock)
-    clock.advance(timedelta(seconds=1000))  # the examples share the database: past the previous example's alarms
-    start = clock.now()
-    for delay in delays:  # one elder per alarm: one open alarm per (elder, type); birth dates keep ID numbers apart
-        elder = await create_elder(runtime, birth_date=date(1930, 1, 1) + timedelta(days=next(_BORN)))
-        await _alarm(runtime, elder.id, "150625", "heart_rate", None if delay is None or delay > waited else delay)
-    clock.advance(timedelta(seconds=waited))
-    async with runtime.database.unit_of_work() as s:
-        got = await response_times.summarize(s, Access(Principal("u", "a", "auditor", region_code="150625"),
-                                                       "audit.read", "region"),
-                                             region_code=None, start=start, end=clock.now() + timedelta(seconds=1),
-                                             now=clock.now())
-    acked = [d for d in delays if d is not None and d <= waited]  # an acknowledgement after `waited` is yet to come
-    unanswered = len(delays) - len(acked)
-    assert got.count == len(delays) and got.acknowledged == len(acked) and got.unacknowledged == unanswered
-    for limit, pct, pending, missed in ((60, got.within_60s_pct, got.pending_60s, got.missed_60s),
-                                        (180, got.within_180s_pct, got.pending_180s, got.missed_180s)):
-        hits = sum(d <= limit for d in acked)
-        expect_pending = unanswered if waited < limit else 0
-        assert (pending, missed) == (expect_pending, unanswered - expect_pending), limit
-        known = len(delays) - expect_pending
-        assert pct == (round(100 * hits / known, 2) if known else None), limit
-        for target in response_times.TARGETS:
-            if target.within_s != limit:
-                continue
-            verdicts = {100 * (hits + answered) / len(delays) >= target.share_pct
-                        for answered in range(expect_pending + 1)}  # every way the pending alarms may go
-            assert got.targets[target.name] == (verdicts.pop() if len(verdicts) == 1 else None), target
-    assert got.max_s == (max(acked) if acked else None)
+    assert isinstance(clock, ManualClock) and isinstance(runtime.database, RolledBackDatabase)
+    # hypothesis runs every example inside this one test (and its one transaction): each example gets a savepoint
+    # of its own that is rolled back, so it starts from the same empty state at the same time
+    example = await runtime.database.connection.begin_nested()
+    try:
+        clock.set(EXAMPLE_START)
+        start = clock.now()
+        async with runtime.database.unit_of_work() as s:
+            assert await s.scalar(select(func.count()).select_from(Alarm)) == 0  # nothing left by an earlier example
+        for delay in delays:  # one elder per alarm: one open alarm per (elder, type); birth dates keep ID numbers apart
+            elder = await create_elder(runtime, birth_date=date(1930, 1, 1) + timedelta(days=next(_BORN)))
+            await _alarm(runtime, elder.id, "150625", "heart_rate", None if delay is None or delay > waited else delay)
+        clock.advance(timedelta(seconds=waited))
+        async with runtime.database.unit_of_work() as s:
+            got = await response_times.summarize(s, Access(Principal("u", "a", "auditor", region_code="150625"),
+                                                           "audit.read", "region"),
+                                                 region_code=None, start=start, end=clock.now() + timedelta(seconds=1),
+                                                 now=clock.now())
+        acked = [d for d in delays if d is not None and d <= waited]  # an acknowledgement after `waited` is yet to come
+        unanswered = len(delays) - len(acked)
+        assert got.count == len(delays) and got.acknowledged == len(acked) and got.unacknowledged == unanswered
+        for limit, pct, pending, missed in ((60, got.within_60s_pct, got.pending_60s, got.missed_60s),
+                                            (180, got.within_180s_pct, got.pending_180s, got.missed_180s)):
+            hits = sum(d <= limit for d in acked)
+            expect_pending = unanswered if waited < limit else 0
+            assert (pending, missed) == (expect_pending, unanswered - expect_pending), limit
+            known = len(delays) - expect_pending
+            assert pct == (round(100 * hits / known, 2) if known else None), limit
+            for target in response_times.TARGETS:
+                if target.within_s != limit:
+                    continue
+                verdicts = {100 * (hits + answered) / len(delays) >= target.share_pct
+                            for answered in range(expect_pending + 1)}  # every way the pending alarms may go
+                assert got.targets[target.name] == (verdicts.pop() if len(verdicts) == 1 else None), target
+        assert got.max_s == (max(acked) if acked else None)
+    finally:
+        await example.rollback()
