@@ -308,6 +308,15 @@ LOGIN_LOCK_SPACE = 0x766E6802
 LOGIN_REFUSAL = "vnh.login_refusal"
 
 
+def _locked_out(user: User, failure: LoginFailure | None, now: datetime) -> str | None:
+    """Why the account may not log in now whatever the password: locked for everyone, or for this source."""
+    if user.locked_until is not None and user.locked_until > now:
+        return "locked"
+    if failure is not None and failure.locked_until is not None and failure.locked_until > now:
+        return "locked_for_source"
+    return None
+
+
 async def authenticate(session: AsyncSession, clock: Clock, username: str, password: str, *,
                        source: str = "unknown", otp: str | None = None,
                        cipher: FieldCipher | None = None) -> User | None:
@@ -341,14 +350,10 @@ async def authenticate(session: AsyncSession, clock: Clock, username: str, passw
     failure = await session.get(LoginFailure, (user.id, source), with_for_update=True)
     # the same work whatever the account's state: the verification runs before any branch
     correct = await _verify_in_thread(user.password_hash, password)
-    reason: str | None = None
-    if user.locked_until is not None and user.locked_until > now:
-        reason = "locked"
-    elif failure is not None and failure.locked_until is not None and failure.locked_until > now:
-        reason = "locked_for_source"
-    elif not user.active or user.deleted_at is not None:
+    reason = _locked_out(user, failure, now)
+    if reason is None and (not user.active or user.deleted_at is not None):
         reason = "inactive"
-    elif not correct:
+    elif reason is None and not correct:
         reason = await _count_failure(session, now, user, failure, source)
     if reason is None and user.totp_enabled_at is not None:
         reason = await _check_second_factor(session, now, user, failure, source, otp, cipher)
@@ -576,12 +581,8 @@ async def check_own_password(session: AsyncSession, clock: Clock, user: User, pa
     source = source[:64]
     failure = await session.get(LoginFailure, (user.id, source), with_for_update=True)
     correct = await _verify_in_thread(user.password_hash, password)
-    reason: str | None = None
-    if user.locked_until is not None and user.locked_until > now:
-        reason = "locked"
-    elif failure is not None and failure.locked_until is not None and failure.locked_until > now:
-        reason = "locked_for_source"
-    elif not correct:
+    reason = _locked_out(user, failure, now)
+    if reason is None and not correct:
         reason = await _count_failure(session, now, user, failure, source)
     if reason is None:
         return True
