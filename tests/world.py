@@ -43,6 +43,21 @@ class World:
     async def as_cg(self, index: int) -> dict[str, str]:
         return await caregiver_headers(self.rt, self.caregivers[index])
 
+    @property
+    def at_home(self) -> dict[str, float]:
+        """A position at the elder's door, as a caregiver's app reports it."""
+        return {"lat": self.home[0], "lon": self.home[1]}
+
+    async def checked_in(self, index: int = 0) -> tuple[str, dict[str, str]]:
+        """Caregiver `index` accepts its first offer, departs and checks in at the door: (visit id, its headers)."""
+        offer = (await self.offers_of(index))[0]
+        cg = await self.as_cg(index)
+        visit_id = str((await self.client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"])
+        assert (await self.client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
+        checked_in = await self.client.post(f"/v1/visits/{visit_id}/check-in", json=self.at_home, headers=cg)
+        assert checked_in.status_code == 200, checked_in.text
+        return visit_id, cg
+
 
 @pytest.fixture
 async def world(runtime: Runtime, client: httpx.AsyncClient) -> World:

@@ -33,12 +33,8 @@ async def test_a_visit_confirmed_after_its_caregiver_was_blacklisted_is_not_bill
     await create_contract(rt, org, program)
     order = await world.order(headers=world.family)
     assert order["quota_fen"] > 0, order
-    offer = (await world.offers_of(0))[0]
-    cg = await world.as_cg(0)
-    visit_id = (await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
-    assert (await client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
-    here = {"lat": world.home[0], "lon": world.home[1]}
-    assert (await client.post(f"/v1/visits/{visit_id}/check-in", json=here, headers=cg)).status_code == 200
+    visit_id, cg = await world.checked_in()
+    here = world.at_home
     assert isinstance(rt.clock, ManualClock)
     rt.clock.advance(65 * 60)
     out = await client.post(f"/v1/visits/{visit_id}/check-out", json=here, headers=cg)

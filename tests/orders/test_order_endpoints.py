@@ -31,12 +31,8 @@ async def _serve_a_visit(world: World) -> None:
     """An order for the world's elder, accepted and checked out by the nearest caregiver (who gets the offer)."""
     client = world.client
     await world.order(headers=world.family)
-    offer = (await world.offers_of(0))[0]
-    cg = await world.as_cg(0)
-    visit_id = (await client.post(f"/v1/offers/{offer['id']}/accept", headers=cg)).json()["visit_id"]
-    assert (await client.post(f"/v1/visits/{visit_id}/depart", headers=cg)).status_code == 200
-    here = {"lat": world.home[0], "lon": world.home[1]}
-    assert (await client.post(f"/v1/visits/{visit_id}/check-in", json=here, headers=cg)).status_code == 200
+    visit_id, cg = await world.checked_in()
+    here = world.at_home
     assert isinstance(world.rt.clock, ManualClock)
     world.rt.clock.advance(60 * 60)
     out = await client.post(f"/v1/visits/{visit_id}/check-out", json=here, headers=cg)
