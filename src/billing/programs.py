@@ -15,17 +15,11 @@ from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import NotFound, PermissionDenied, Unprocessable
+from kernel.ids import parse_id
 from kernel.outbox import emit
-from kernel.pagination import encode_cursor, keyset
+from kernel.pagination import keyset, page_of
 from kernel.regions import scope_covers
 from orders.models import ServiceType
-
-
-def parse_id(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"{what} not found") from None
 
 
 async def _check_services(session: AsyncSession, codes: Sequence[str]) -> list[str]:
@@ -84,11 +78,7 @@ async def list_programs(session: AsyncSession, access: Access, *, cursor: str | 
                         ) -> tuple[list[Program], str | None]:
     query = select(Program).where(access.region_clause(Program.region_code))
     rows = list((await session.scalars(keyset(query, Program.created_at, Program.id, cursor, limit))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return page_of(rows, limit, lambda r: (r.created_at, r.id))
 
 
 async def to_schema(session: AsyncSession, program: Program) -> schemas.Program:

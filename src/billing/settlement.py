@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased
 
 from billing import schemas
 from billing.models import Capture, Exclusion, Program, Settlement, SettlementLine
-from billing.programs import get_program, parse_id
+from billing.programs import get_program
 from billing.rules import format_month, month_bounds
 from dispatch.models import Organization
 from kernel.audit import record_audit
@@ -30,6 +30,7 @@ from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.db import Database
 from kernel.errors import InvalidState, NotFound, Unprocessable
+from kernel.ids import parse_id
 from kernel.outbox import emit
 
 LINE_COLUMNS = ("settlement_id", "kind", "capture_id", "exclusion_id", "visit_id", "order_id", "elder_id",

@@ -26,11 +26,12 @@ from devices.models import Alarm
 from kernel.audit import Actor, SystemActor, record_audit
 from kernel.authz import Access
 from kernel.errors import DomainError, InvalidState, NotFound
+from kernel.ids import parse_id
 from kernel.outbox import emit
-from kernel.pagination import encode_cursor, keyset
+from kernel.pagination import keyset, page_of
 from kernel.runtime import Runtime
 from orders.models import Elder, Order
-from orders.service import EMERGENCY, HOTLINE_CALLBACK, Intake, cancel_order, create_order, parse_uuid
+from orders.service import EMERGENCY, HOTLINE_CALLBACK, Intake, cancel_order, create_order
 
 log = logging.getLogger("vnh.devices.alarms")
 
@@ -255,7 +256,7 @@ async def cancel_by_elder(session: AsyncSession, rt: Runtime, elder_id: uuid.UUI
 # --- people: list, acknowledge, resolve --------------------------------------------------------------------------
 
 async def visible_alarm(session: AsyncSession, access: Access, alarm_id: str, *, for_update: bool = False) -> Alarm:
-    query = select(Alarm).where(Alarm.id == parse_uuid(alarm_id, "alarm"))
+    query = select(Alarm).where(Alarm.id == parse_id(alarm_id, "alarm"))
     if for_update:
         query = query.with_for_update()
     alarm = await session.scalar(query)
@@ -316,14 +317,10 @@ async def list_alarms(session: AsyncSession, access: Access, *, status: str | No
     if status:
         query = query.where(Alarm.status == status)
     if elder_id:
-        query = query.where(Alarm.elder_id == parse_uuid(elder_id, "elder"))
+        query = query.where(Alarm.elder_id == parse_id(elder_id, "elder"))
     if type_:
         from devices.repository import query_text
 
         query = query.where(Alarm.type == query_text(type_, "type"))
     rows = list((await session.scalars(keyset(query, Alarm.raised_at, Alarm.id, cursor, limit))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].raised_at, rows[-1].id)
-    return rows, next_cursor
+    return page_of(rows, limit, lambda r: (r.raised_at, r.id))

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devices import protocol
 from devices.models import DeadLetter, StoredEvent
 from kernel.authz import Access
 from kernel.errors import Unprocessable
-from kernel.pagination import check_limit
-
-
-def encode_cursor(at: datetime, row_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), row_id]).encode()).decode()
+from kernel.pagination import keyset, page_of
 
 
 def query_time(value: datetime | None, name: str) -> datetime | None:
@@ -42,21 +35,6 @@ def query_text(value: str | None, name: str) -> str | None:
     return value
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        at, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(at).astimezone(UTC), int(row_id)
-    except Exception as exc:
-        raise Unprocessable("invalid cursor", code="invalid_cursor") from exc
-
-
-def _page(query: Select[Any], at_col: Any, id_col: Any, cursor: str | None, limit: int) -> Select[Any]:
-    if cursor:
-        at, row_id = decode_cursor(cursor)
-        query = query.where(or_(at_col < at, and_(at_col == at, id_col < row_id)))
-    return query.order_by(at_col.desc(), id_col.desc()).limit(check_limit(limit) + 1)
-
-
 async def device_events(session: AsyncSession, device_id: str, *, type_: str | None, from_: datetime | None,
                         to: datetime | None, cursor: str | None, limit: int) -> tuple[list[StoredEvent], str | None]:
     from_, to, type_ = query_time(from_, "from"), query_time(to, "to"), query_text(type_, "type")
@@ -67,11 +45,8 @@ async def device_events(session: AsyncSession, device_id: str, *, type_: str | N
         query = query.where(StoredEvent.received_at >= from_)
     if to:
         query = query.where(StoredEvent.received_at < to)
-    rows = list((await session.scalars(_page(query, StoredEvent.received_at, StoredEvent.id, cursor, limit))).all())
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].received_at, rows[-1].id)
-    return rows, None
+    rows = list((await session.scalars(keyset(query, StoredEvent.received_at, StoredEvent.id, cursor, limit))).all())
+    return page_of(rows, limit, lambda r: (r.received_at, r.id))
 
 
 async def dead_letters(session: AsyncSession, access: Access, *, from_: datetime | None, cursor: str | None,
@@ -82,8 +57,5 @@ async def dead_letters(session: AsyncSession, access: Access, *, from_: datetime
     query = select(DeadLetter).where(access.region_clause(DeadLetter.region_code))
     if from_:
         query = query.where(DeadLetter.received_at >= from_)
-    rows = list((await session.scalars(_page(query, DeadLetter.received_at, DeadLetter.id, cursor, limit))).all())
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].received_at, rows[-1].id)
-    return rows, None
+    rows = list((await session.scalars(keyset(query, DeadLetter.received_at, DeadLetter.id, cursor, limit))).all())
+    return page_of(rows, limit, lambda r: (r.received_at, r.id))

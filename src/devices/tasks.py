@@ -19,19 +19,10 @@ from devices.mosquitto_control import create_registered, disable_revoked
 from devices.notifier import WebhookNotifier, notifier_from_settings, send_pending
 from devices.partitions import upkeep_once
 from kernel.outbox import OutboxRelay, Publisher
+from kernel.periodic import every
 from kernel.runtime import Runtime
 
 log = logging.getLogger("vnh.devices.tasks")
-
-
-async def every(name: str, interval: float, stop: asyncio.Event, step: Callable[[], Awaitable[object]]) -> None:
-    while not stop.is_set():
-        try:
-            await step()
-        except Exception:
-            log.exception("%s failed; retrying", name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
 
 
 def use_embedded_service_login(runtime: Runtime) -> None:

@@ -19,11 +19,12 @@ from dispatch.models import Caregiver, Offer
 from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.errors import Conflict, InvalidState, NotFound, Unprocessable
+from kernel.ids import parse_id
 from kernel.outbox import emit
 from kernel.runtime import Runtime
 from orders import visits
 from orders.models import Order
-from orders.service import apply_event, load_order, parse_uuid
+from orders.service import apply_event, load_order
 from orders.state import NOBODY_IN_REACH, NOBODY_LEFT, OPEN_FOR_ASSIGNMENT, manual_offer_ended
 from supervision.service import refuse_blacklisted
 
@@ -133,7 +134,7 @@ async def _after_no(session: AsyncSession, rt: Runtime, order: Order, offer: Off
 
 
 async def accept_offer(session: AsyncSession, rt: Runtime, access: Access, offer_id: str) -> Offer:
-    order, offer = await _locked(session, parse_uuid(offer_id, "offer"))
+    order, offer = await _locked(session, parse_id(offer_id, "offer"))
     access.ensure(what="offer", caregiver_id=offer.caregiver_id)
     now = rt.clock.now()
     if offer.status != "pending":
@@ -160,7 +161,7 @@ async def accept_offer(session: AsyncSession, rt: Runtime, access: Access, offer
 
 
 async def decline_offer(session: AsyncSession, rt: Runtime, access: Access, offer_id: str, reason: str) -> Offer:
-    order, offer = await _locked(session, parse_uuid(offer_id, "offer"))
+    order, offer = await _locked(session, parse_id(offer_id, "offer"))
     access.ensure(what="offer", caregiver_id=offer.caregiver_id)
     if offer.status != "pending":
         raise InvalidState(f"the offer is {offer.status}", code="offer_not_pending", details={"status": offer.status})
@@ -198,7 +199,7 @@ async def assign_manually(session: AsyncSession, rt: Runtime, access: Access, or
                           caregiver_id: str) -> Offer:
     """A dispatcher's choice: an offer with a longer expiry; its decline returns the order to the dispatcher.
     Allowed while the order is open or assigned (reassignment until the caregiver sets off)."""
-    caregiver = await session.get(Caregiver, parse_uuid(caregiver_id, "caregiver"))
+    caregiver = await session.get(Caregiver, parse_id(caregiver_id, "caregiver"))
     if caregiver is None or not caregiver.active:
         raise NotFound("caregiver not found")
     await refuse_blacklisted(session, caregiver_id=caregiver.id, organization_id=caregiver.organization_id,

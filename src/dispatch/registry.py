@@ -16,6 +16,7 @@ from kernel.auth import User, create_user
 from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import Conflict, NotFound
+from kernel.ids import parse_id
 from kernel.key_rotation import EncryptedColumn
 from kernel.outbox import emit
 from kernel.personal_data import FieldCipher
@@ -24,12 +25,6 @@ from kernel.phones import mask_phone
 PHONE_CONTEXT = "caregivers.phone"
 ENCRYPTED_COLUMNS = (EncryptedColumn(Caregiver, "phone_enc", PHONE_CONTEXT),)  # what `vnh crypto rotate` rewrites
 
-
-def parse_id(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"{what} not found") from None
 
 
 async def create_organization(session: AsyncSession, clock: Clock, access: Access,

@@ -15,9 +15,10 @@ from kernel.authz import Access
 from kernel.clock import Clock
 from kernel.errors import Conflict, NotFound, Unprocessable
 from kernel.geo import to_wgs84
+from kernel.ids import parse_id
 from kernel.key_rotation import EncryptedColumn
 from kernel.outbox import emit
-from kernel.pagination import encode_cursor, keyset
+from kernel.pagination import keyset, page_of
 from kernel.personal_data import FieldCipher, mask_address, mask_name
 from kernel.phones import mask_phone
 from kernel.resident_id import check_matches_record, mask_resident_id, parse_resident_id
@@ -41,12 +42,6 @@ ENCRYPTED_COLUMNS = (
     EncryptedColumn(Visit, "check_out_enc", CHECK_OUT_CONTEXT),
 )
 
-
-def _parse_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound("elder not found") from None
 
 
 def _masked_contacts(contacts: list[schemas.EmergencyContact]) -> list[dict[str, str | None]]:
@@ -111,7 +106,7 @@ async def create_elder(session: AsyncSession, clock: Clock, cipher: FieldCipher,
 
 async def load_elder(session: AsyncSession, access: Access, elder_id: str, *, for_update: bool = False) -> Elder:
     """The elder if it exists and lies in the caller's scope; 404 otherwise."""
-    query = select(Elder).where(Elder.id == _parse_id(elder_id))
+    query = select(Elder).where(Elder.id == parse_id(elder_id, "elder"))
     if for_update:
         query = query.with_for_update()
     elder = await session.scalar(query)
@@ -141,10 +136,7 @@ async def list_elders(session: AsyncSession, clock: Clock, access: Access, *, re
     if status:
         query = query.where(Elder.status == status)
     rows = list((await session.scalars(keyset(query, Elder.created_at, Elder.id, cursor, limit))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+    rows, next_cursor = page_of(rows, limit, lambda r: (r.created_at, r.id))
     if access.role != "elder" and rows:
         # one row per county listed, carrying it, so each county's auditors see who listed their elders
         per_region: dict[str, int] = {}

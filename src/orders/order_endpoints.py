@@ -14,6 +14,7 @@ from kernel.authz import Access
 from kernel.errors import NotFound
 from kernel.fields import AwareTime, CountyCode, Crs, Latitude, Longitude
 from kernel.http import RuntimeDep, SessionDep, authorize
+from kernel.ids import parse_id
 from kernel.pagination import Page
 from kernel.proxies import client_address
 from kernel.runtime import Runtime
@@ -42,11 +43,11 @@ async def create_order(data: schemas.OrderCreate, session: SessionDep, runtime: 
                        ) -> schemas.Order:
     """Same `Idempotency-Key` and body: the same order (200); same key, other body: 409 `idempotency_conflict`."""
     service.check_priority_allowed(access, data.priority)
-    elder_id = service.parse_uuid(data.elder_id, "elder")
+    elder_id = parse_id(data.elder_id, "elder")
     channel = data.channel
     if access.principal.role == "caregiver":
         # a caregiver orders on behalf of an elder it has served, ever (decisions §2), and says so in the channel
-        cg = service.parse_uuid(access.principal.caregiver_id or "", "caregiver")
+        cg = parse_id(access.principal.caregiver_id or "", "caregiver")
         if cg not in await visits.previous_caregivers(session, elder_id):
             raise NotFound("elder not found")
         channel = "caregiver"
@@ -192,7 +193,7 @@ async def _out(session: SessionDep, visit: Visit, runtime: Runtime | None = None
 @router.get("/v1/caregivers/me/visits", response_model=Page[VisitOut])
 async def my_visits(session: SessionDep, access: WorkVisits,
                     status: Annotated[str | None, Query(max_length=12)] = None) -> Page[VisitOut]:
-    cg = service.parse_uuid(access.principal.caregiver_id or "", "caregiver")
+    cg = parse_id(access.principal.caregiver_id or "", "caregiver")
     query = select(Visit).where(Visit.caregiver_id == cg)
     if status:
         query = query.where(Visit.status == status)

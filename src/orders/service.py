@@ -17,8 +17,9 @@ from billing import service as billing
 from kernel.audit import Actor, record_audit
 from kernel.authz import Access
 from kernel.errors import Conflict, InvalidState, NotFound, PermissionDenied, Unprocessable
+from kernel.ids import parse_id
 from kernel.outbox import emit
-from kernel.pagination import encode_cursor, keyset
+from kernel.pagination import keyset, page_of
 from kernel.runtime import Runtime
 from orders import schemas
 from orders.models import Elder, IdempotencyRecord, Order, OrderEvent, ServiceType
@@ -32,12 +33,6 @@ PAST_SLACK = timedelta(minutes=10)
 EMERGENCY = "emergency_response"
 HOTLINE_CALLBACK = "hotline_callback"
 
-
-def parse_uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"{what} not found") from None
 
 
 @dataclass(frozen=True)
@@ -169,7 +164,7 @@ async def create_order(session: AsyncSession, rt: Runtime, actor: Actor, intake:
 
 
 async def load_order(session: AsyncSession, order_id: uuid.UUID | str, *, for_update: bool = False) -> Order:
-    oid = order_id if isinstance(order_id, uuid.UUID) else parse_uuid(order_id, "order")
+    oid = order_id if isinstance(order_id, uuid.UUID) else parse_id(order_id, "order")
     query = select(Order).where(Order.id == oid)
     if for_update:
         query = query.with_for_update()
@@ -232,17 +227,13 @@ async def list_orders(session: AsyncSession, access: Access, *, status: str | No
     if status:
         query = query.where(Order.status == status)
     if elder_id:
-        query = query.where(Order.elder_id == parse_uuid(elder_id, "elder"))
+        query = query.where(Order.elder_id == parse_id(elder_id, "elder"))
     if from_:
         query = query.where(Order.window_start >= from_)
     if to:
         query = query.where(Order.window_start < to)
     rows = list((await session.scalars(keyset(query, Order.created_at, Order.id, cursor, limit))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return page_of(rows, limit, lambda r: (r.created_at, r.id))
 
 
 async def dispatcher_queue(session: AsyncSession, access: Access, *, region_code: str | None, cursor: str | None,
@@ -258,11 +249,7 @@ async def dispatcher_queue(session: AsyncSession, access: Access, *, region_code
         query = query.where(Order.region_code == region_code)
     rows = [(o, reason, at) for o, reason, at in (await session.execute(
         keyset(query, Order.created_at, Order.id, cursor, limit))).all()]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1][0].created_at, rows[-1][0].id)
-    return rows, next_cursor
+    return page_of(rows, limit, lambda r: (r[0].created_at, r[0].id))
 
 
 def check_priority_allowed(access: Access, priority: str) -> None:

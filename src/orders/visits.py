@@ -22,12 +22,13 @@ from kernel.audit import record_audit
 from kernel.authz import Access
 from kernel.errors import InvalidState, NotFound, Unprocessable
 from kernel.geo import haversine_m, to_wgs84
+from kernel.ids import parse_id
 from kernel.outbox import emit
 from kernel.runtime import Runtime
 from orders.home import CHECK_IN_CONTEXT, CHECK_OUT_CONTEXT, open_home, open_point, seal_point
 from orders.models import Elder, Order, ServiceType, Visit, VisitFlag
 from orders.pricing import price_fen
-from orders.service import apply_event, load_order, parse_uuid
+from orders.service import apply_event, load_order
 from supervision.service import Blacklisted
 
 LIVE = ("assigned", "en_route", "in_service")
@@ -134,7 +135,7 @@ async def withdraw_live_visit(session: AsyncSession, rt: Runtime, order: Order, 
 
 async def own_visit(session: AsyncSession, access: Access, visit_id: str, *, for_update: bool = True) -> Visit:
     """A caregiver touches only its own visits; others' answer 404."""
-    visit = await session.get(Visit, parse_uuid(visit_id, "visit"), with_for_update=for_update)
+    visit = await session.get(Visit, parse_id(visit_id, "visit"), with_for_update=for_update)
     if visit is None:
         raise NotFound("visit not found")
     order = await session.get(Order, visit.order_id)

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from kernel.audit import seal_batch
 from kernel.outbox import OutboxEvent, OutboxRelay, Publisher
+from kernel.periodic import every
 from kernel.runtime import Runtime
 
 log = logging.getLogger("vnh.workers")
@@ -73,17 +74,6 @@ async def run_sealer(runtime: Runtime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval)
 
 
-async def _every(name: str, interval: float, stop: asyncio.Event, step: Callable[[], Awaitable[object]]) -> None:
-    """Run `step` every `interval` seconds until stopped; a failure is logged and retried on the next tick."""
-    while not stop.is_set():
-        try:
-            await step()
-        except Exception:
-            log.exception("%s failed; retrying", name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-
-
 async def run_batch_once(runtime: Runtime) -> int:
     from dispatch.batch import assign_batch
 
@@ -119,14 +109,14 @@ class Workers:
         self._tasks = [
             asyncio.create_task(self.relay.run(stop), name="outbox-relay"),
             asyncio.create_task(run_sealer(rt, stop), name="audit-sealer"),
-            asyncio.create_task(_every("offer expiry", 1.0, stop, lambda: expire_due_offers(rt)), name="offers"),
-            asyncio.create_task(_every("batch assigner", rt.settings.dispatch.batch_interval.total_seconds(), stop,
+            asyncio.create_task(every("offer expiry", 1.0, stop, lambda: expire_due_offers(rt)), name="offers"),
+            asyncio.create_task(every("batch assigner", rt.settings.dispatch.batch_interval.total_seconds(), stop,
                                        lambda: run_batch_once(rt)), name="batch"),
-            asyncio.create_task(_every("no-confirmation", 60.0, stop, lambda: raise_missing_confirmations_once(rt)),
+            asyncio.create_task(every("no-confirmation", 60.0, stop, lambda: raise_missing_confirmations_once(rt)),
                                 name="confirmations"),
-            asyncio.create_task(_every("unserved windows", 60.0, stop, lambda: lapse_unserved_orders(rt)),
+            asyncio.create_task(every("unserved windows", 60.0, stop, lambda: lapse_unserved_orders(rt)),
                                 name="lapse"),
-            asyncio.create_task(_every("stale positions", 60.0, stop, lambda: drop_stale_positions(rt)),
+            asyncio.create_task(every("stale positions", 60.0, stop, lambda: drop_stale_positions(rt)),
                                 name="positions"),
         ]
         if self.push is not None:
